@@ -1,0 +1,254 @@
+"""The training loop shared by pretraining and finetuning.
+
+The trainer knows nothing about items or tasks: the caller gives a ``step_loss(epoch, step, generator)``
+that builds batch ``step`` of ``epoch`` and returns its loss and the number of real tokens it processed,
+and a ``validate()`` that returns metrics. Every random choice inside a step draws from a generator
+seeded by (seed, epoch, step), so a run resumed from ``last.pt`` mid-epoch replays exactly the batches
+and masks the uninterrupted run would have seen: resume is bit-exact on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from peterrec.checkpoint import atomic_write_text, load_resume_state, save_resume_state
+from peterrec.config import TrainConfig
+from peterrec.errors import CheckpointError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+StepLoss = Callable[[int, int, torch.Generator], tuple[torch.Tensor, int]]
+Validate = Callable[[], dict[str, float]]
+
+
+def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    """The generator for one step: a pure function of (seed, epoch, step)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_003 + step)
+
+
+def lower_is_better(monitor: str) -> bool:
+    return "loss" in monitor
+
+
+@dataclass
+class TrainState:
+    """Counters that, with the weights and optimiser, fully describe where training stands."""
+
+    epoch: int = 0  # index of the epoch in progress
+    step_in_epoch: int = 0  # steps of that epoch already taken
+    global_step: int = 0
+    best_value: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    epoch_loss_sum: float = 0.0
+    epoch_tokens: int = 0
+    epoch_seconds: float = 0.0
+    finished: bool = False
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    best_state: dict[str, torch.Tensor]
+    state: TrainState
+    seconds: float
+
+    @property
+    def history(self) -> list[dict]:
+        return self.state.history
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
+    """Linear warmup, then constant, cosine or linear decay to zero at ``total_steps``."""
+    warmup = max(0, config.warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        if config.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0 - progress
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class Trainer:
+    """Adam, optional schedule, gradient clipping, early stopping on ``config.monitor``, resume."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        *,
+        steps_per_epoch: int,
+        step_loss: StepLoss,
+        validate: Validate,
+        work_dir: Path,
+        device: torch.device,
+    ):
+        self.model = model
+        self.config = config
+        self.steps_per_epoch = steps_per_epoch
+        self.step_loss = step_loss
+        self.validate = validate
+        self.work_dir = Path(work_dir)
+        self.device = device
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ConfigError("nothing to train: every parameter is frozen")
+        self.optimizer = torch.optim.Adam(self.params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = make_scheduler(self.optimizer, config, config.epochs * steps_per_epoch)
+        self.state = TrainState()
+        self.best_state = self._trainable_copy()
+
+    # ------------------------------------------------------------------------------ state on disk
+
+    @property
+    def resume_path(self) -> Path:
+        return self.work_dir / "last.pt"
+
+    def _trainable_copy(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def save(self) -> None:
+        save_resume_state(
+            self.resume_path,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "state": json.dumps(asdict(self.state)),
+                "best": self.best_state,
+                "torch_rng": torch.get_rng_state(),
+            },
+        )
+
+    def load(self) -> None:
+        saved = load_resume_state(self.resume_path)
+        try:
+            self.model.load_state_dict(saved["model"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{self.resume_path}: does not match this model or config ({str(exc).splitlines()[0]}); "
+                "resume with the same config, or start a new run"
+            ) from None
+        self.state = TrainState(**json.loads(saved["state"]))
+        self.best_state = saved["best"]
+        torch.set_rng_state(saved["torch_rng"])
+        logger.info(
+            "resuming at epoch %d, step %d/%d", self.state.epoch + 1, self.state.step_in_epoch, self.steps_per_epoch
+        )
+
+    def _write_history(self) -> None:
+        lines = "".join(json.dumps(row) + "\n" for row in self.state.history)
+        atomic_write_text(self.work_dir / "metrics.jsonl", lines)
+
+    # ------------------------------------------------------------------------------ the loop
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train until ``epochs`` or early stopping; returns the best weights and the history."""
+        if resume:
+            self.load()
+        started = time.perf_counter()
+        while not self.state.finished and self.state.epoch < self.config.epochs:
+            self._run_epoch()
+            self._end_epoch()
+        self.state.finished = True
+        self.save()
+        return TrainResult(self.best_state, self.state, time.perf_counter() - started)
+
+    def _run_epoch(self) -> None:
+        config, state = self.config, self.state
+        self.model.train()
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=state.step_in_epoch,
+            desc=f"epoch {state.epoch + 1}/{config.epochs}",
+            disable=None if config.progress else True,
+            leave=False,
+        )
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+        while state.step_in_epoch < self.steps_per_epoch:
+            tick = time.perf_counter()
+            generator = step_generator(config.seed, state.epoch, state.step_in_epoch)
+            with autocast:
+                loss, tokens = self.step_loss(state.epoch, state.step_in_epoch, generator)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss.item()} at epoch {state.epoch + 1} step {state.step_in_epoch}; "
+                    "lower train.lr or set train.clip_norm"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.clip_norm:
+                torch.nn.utils.clip_grad_norm_(self.params, config.clip_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            state.step_in_epoch += 1
+            state.global_step += 1
+            state.epoch_loss_sum += loss.item()
+            state.epoch_tokens += tokens
+            state.epoch_seconds += time.perf_counter() - tick
+            bar.update(1)
+            bar.set_postfix(loss=f"{state.epoch_loss_sum / state.step_in_epoch:.4f}")
+            if config.checkpoint_every and state.global_step % config.checkpoint_every == 0:
+                self.save()
+        bar.close()
+
+    def _end_epoch(self) -> None:
+        config, state = self.config, self.state
+        metrics = self.validate()
+        if config.monitor not in metrics:
+            raise ConfigError(
+                f"train.monitor '{config.monitor}' is not a reported metric; choose one of "
+                f"{', '.join(sorted(metrics))}"
+            )
+        value = metrics[config.monitor]
+        sign = -1.0 if lower_is_better(config.monitor) else 1.0
+        improved = state.best_value is None or sign * value > sign * state.best_value
+        if improved:
+            state.best_value, state.best_epoch, state.bad_epochs = value, state.epoch + 1, 0
+            self.best_state = self._trainable_copy()
+        else:
+            state.bad_epochs += 1
+        row = {
+            "epoch": state.epoch + 1,
+            "train/loss": state.epoch_loss_sum / max(1, self.steps_per_epoch),
+            "train/seconds": round(state.epoch_seconds, 3),
+            "train/tokens_per_s": round(state.epoch_tokens / max(state.epoch_seconds, 1e-9), 1),
+            **{k: round(v, 6) for k, v in metrics.items()},
+        }
+        state.history.append(row)
+        logger.info(
+            "epoch %d: loss %.4f, %s %.4f%s (%.1f s, %.0f tokens/s)",
+            row["epoch"],
+            row["train/loss"],
+            config.monitor,
+            value,
+            " *" if improved else "",
+            row["train/seconds"],
+            row["train/tokens_per_s"],
+        )
+        state.epoch += 1
+        state.step_in_epoch = 0
+        state.epoch_loss_sum, state.epoch_tokens, state.epoch_seconds = 0.0, 0, 0.0
+        if state.bad_epochs >= config.patience:
+            logger.info("early stop: no improvement of %s for %d epochs", config.monitor, state.bad_epochs)
+            state.finished = True
+        self._write_history()
+        self.save()
