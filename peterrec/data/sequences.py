@@ -1,0 +1,115 @@
+"""Sequence utilities: padding, filtering, user splits, leave-last-out and training windows.
+
+Sequences are int64 id arrays, oldest item first. Padding is on the left so the last position is the newest
+item (NextItNet has no positional embedding).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from peterrec import PAD
+from peterrec.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+def left_pad(seqs: Sequence[np.ndarray], max_len: int, pad: int = PAD) -> np.ndarray:
+    """Stack sequences into an ``(n, max_len)`` int64 array, left-padded, keeping the **last** ``max_len``."""
+    if max_len < 1:
+        raise ValueError(f"max_len must be at least 1, got {max_len}")
+    out = np.full((len(seqs), max_len), pad, dtype=np.int64)
+    if len(seqs) == 0:
+        return out
+    keep = np.minimum([len(s) for s in seqs], max_len)
+    tails = [np.asarray(s, dtype=np.int64)[len(s) - k :] for s, k in zip(seqs, keep.tolist(), strict=True)]
+    values = np.concatenate(tails)
+    # Flat destination of each kept item: its row's right-aligned start plus its rank inside the tail.
+    starts = np.cumsum(keep) - keep
+    row_starts = np.arange(len(seqs)) * max_len + (max_len - keep)
+    out.reshape(-1)[np.arange(len(values)) + np.repeat(row_starts - starts, keep)] = values
+    return out
+
+
+def filter_min_length(sequences: dict[str, np.ndarray], min_length: int, path: str) -> dict[str, np.ndarray]:
+    """Drop sequences shorter than ``min_length`` (a logged count); DataError naming ``path`` if none left."""
+    kept = {user: seq for user, seq in sequences.items() if len(seq) >= min_length}
+    dropped = len(sequences) - len(kept)
+    if not kept:
+        longest = max((len(s) for s in sequences.values()), default=0)
+        raise DataError(
+            f"{path}: no user has at least data.min_length={min_length} items (the longest has {longest}); "
+            "lower data.min_length or use a log with longer sequences"
+        )
+    if dropped:
+        logger.warning(
+            "%s: dropped %d of %d users with fewer than %d items", path, dropped, len(sequences), min_length
+        )
+    return kept
+
+
+def split_users(
+    users: Sequence[str], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> tuple[list[str], list[str], list[str]]:
+    """Split users into (train, valid, test), deterministic in ``seed`` and independent of the input order."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0):
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {tuple(fractions)}")
+    ordered = sorted(users)
+    if len(set(ordered)) != len(ordered):
+        raise ValueError("split_users got duplicate user ids")
+    permuted = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
+    a, b = np.round(np.cumsum(fractions[:2]) * len(ordered)).astype(int).tolist()
+    return permuted[:a], permuted[a:b], permuted[b:]
+
+
+@dataclass
+class LeaveLastOut:
+    """Per-user leave-last-out split: ``(user, history, target)`` examples for validation and test."""
+
+    train: dict[str, np.ndarray]
+    valid: list[tuple[str, np.ndarray, int]]
+    test: list[tuple[str, np.ndarray, int]]
+
+
+def leave_last_out(sequences: dict[str, np.ndarray]) -> LeaveLastOut:
+    """Last item = test target, second-last = validation target, the rest = training sequence.
+
+    Validation history is the training sequence; test history is everything but the last item. Every user
+    needs at least 3 items (filter with :func:`filter_min_length` first).
+    """
+    split = LeaveLastOut({}, [], [])
+    for user, seq in sequences.items():
+        if len(seq) < 3:
+            raise ValueError(f"user {user!r} has {len(seq)} items; leave-last-out needs at least 3")
+        split.train[user] = seq[:-2]
+        split.valid.append((user, seq[:-2], int(seq[-2])))
+        split.test.append((user, seq[:-1], int(seq[-1])))
+    return split
+
+
+def training_windows(seqs: Sequence[np.ndarray], window: int) -> list[np.ndarray]:
+    """Chop sequences into chunks of at most ``window + 1`` items for autoregressive training.
+
+    Chunks are cut from the end backwards and overlap by one item: a chunk ``c`` is trained to predict
+    ``c[1:]`` from ``c[:-1]``, and its first item is the last (predicted) item of the chunk before it.
+    So every next-item target of a sequence (items 1..n-1) is a target in exactly one chunk, and the newest
+    items always get the longest context. Chunks shorter than 2 items (nothing to predict) are dropped.
+    The chunks are views into the inputs, oldest first within each sequence.
+    """
+    if window < 1:
+        raise ValueError(f"window must be at least 1, got {window}")
+    out: list[np.ndarray] = []
+    for seq in seqs:
+        chunks = []
+        end = len(seq)
+        while end >= 2:
+            start = max(0, end - (window + 1))
+            chunks.append(seq[start:end])
+            end = start + 1
+        out.extend(reversed(chunks))
+    return out
