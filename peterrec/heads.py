@@ -1,0 +1,96 @@
+"""Task heads: what a finetuned model puts on top of the user representation (B, C).
+
+- :class:`ClassifierHead` — user profile prediction (gender, age bucket, ...): logits over K classes.
+- :class:`TargetItemHead` — cross-domain cold start: a new target-item table scored by dot product.
+- :class:`NextItemHead` — same-domain next-item finetuning: reuses the pretrained item softmax layer.
+
+Item columns follow the backbone's convention: column j is item id j + 4 (ids 0-3 are special tokens).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from peterrec.backbone import trunc_normal_
+
+
+class ClassifierHead(nn.Linear):
+    """``Linear(channels, num_classes)``: user representation (B, C) -> class logits (B, K).
+
+    The weight starts trunc-normal (std 0.02) and the bias at zero, like every new layer in this project.
+    """
+
+    def __init__(self, channels: int, num_classes: int):
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        super().__init__(channels, num_classes)
+
+    def reset_parameters(self) -> None:
+        trunc_normal_(self.weight)
+        nn.init.zeros_(self.bias)
+
+
+class TargetItemHead(nn.Module):
+    """A new embedding table for the target domain's items, scored by dot product with the user.
+
+    ``scores = user @ weight.T + bias``; column j is target item id j + 4. The table is separate from the
+    backbone's (source-domain) item embedding, so source and target vocabularies may be disjoint.
+    """
+
+    def __init__(self, channels: int, num_target_items: int):
+        super().__init__()
+        if num_target_items < 1:
+            raise ValueError(f"num_target_items must be positive, got {num_target_items}")
+        self.num_items = num_target_items
+        self.channels = channels
+        self.weight = nn.Parameter(trunc_normal_(torch.empty(num_target_items, channels)))
+        self.bias = nn.Parameter(torch.zeros(num_target_items))
+
+    def forward(self, user: torch.Tensor) -> torch.Tensor:
+        """Scores of every target item: (B, C) -> (B, num_target_items)."""
+        return F.linear(user, self.weight, self.bias)
+
+    def scores_for(self, user: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """Scores of the requested columns only, for sampled losses (bce1) and sampled-99 evaluation.
+
+        ``user`` is (B, C); ``columns`` is (B, S) (per-user columns) or (S,) (the same for every user).
+        Returns (B, S) without forming the full (B, num_target_items) product.
+        """
+        weight = self.weight[columns]
+        bias = self.bias[columns]
+        if columns.dim() == 1:
+            return F.linear(user, weight, bias)
+        if columns.dim() == 2:
+            return torch.einsum("bc,bsc->bs", user, weight) + bias
+        raise ValueError(f"columns must be 1-D or 2-D, got shape {tuple(columns.shape)}")
+
+    def extra_repr(self) -> str:
+        return f"num_target_items={self.num_items}, channels={self.channels}"
+
+
+class NextItemHead(nn.Module):
+    """Wraps an existing item output layer (e.g. the pretrained ``ItemOutput``) for next-item finetuning.
+
+    ``output`` is any module mapping (B, C) -> (B, num_items); its tensors become the head's
+    (``head.output.*``).
+    """
+
+    def __init__(self, output: nn.Module):
+        super().__init__()
+        self.output = output
+
+    def forward(self, user: torch.Tensor) -> torch.Tensor:
+        """Scores of every item: (B, C) -> (B, num_items)."""
+        return self.output(user)
+
+    def scores_for(self, user: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """Scores of the requested columns; needs ``logits_for`` on the wrapped layer (``ItemOutput``)."""
+        if not hasattr(self.output, "logits_for"):
+            name = type(self.output).__name__
+            raise TypeError(f"{name} has no logits_for(); score all items with forward()")
+        return self.output.logits_for(user, columns)
+
+
+__all__ = ["ClassifierHead", "NextItemHead", "TargetItemHead"]
