@@ -102,9 +102,7 @@ class NextItNet(nn.Module):
         self.causal = causal
         self.item_embedding = nn.Embedding(num_items + NUM_SPECIAL_TOKENS, channels)
         trunc_normal_(self.item_embedding.weight)
-        self.blocks = nn.ModuleList(
-            ResidualBlock(channels, kernel_size, d, causal) for d in self.dilations
-        )
+        self.blocks = nn.ModuleList(ResidualBlock(channels, kernel_size, d, causal) for d in self.dilations)
 
     @property
     def receptive_field(self) -> int:

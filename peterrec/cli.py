@@ -70,16 +70,92 @@ def pretrain(config_path: str, overrides: tuple[str, ...], out: str | None, resu
 
 
 @main.command()
+@config_option
+@click.option("--backbone", type=click.Path(), required=True, help="A pretrain run directory.")
+@click.option(
+    "--strategy",
+    default=None,
+    help="peterrec, fine_all, fine_cls, fine_last1, fine_last2, peter_zero, scratch.",
+)
+@set_option
+@click.option("--seed", type=int, default=None, help="Initialisation and order seed (the split stays fixed).")
+@click.option(
+    "--train-fraction", type=float, default=None, help="Finetune on this fraction of training users."
+)
+@click.option(
+    "--out",
+    type=click.Path(),
+    default=None,
+    help="Run directory (default checkpoints/<name>-<task>-<strategy>).",
+)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last.pt.")
+def finetune(config_path, backbone, strategy, overrides, seed, train_fraction, out, resume) -> None:
+    """Transfer a pretrained backbone to one task with one strategy; saves only the trained tensors."""
+    from peterrec.config import FinetuneConfig, load_config
+    from peterrec.reporting import finetune_summary
+    from peterrec.transfer import run_finetune
+
+    chosen = [f"strategy.name={strategy}"] if strategy else []
+    config = load_config(FinetuneConfig, config_path, [*overrides, *chosen])
+    run_dir = run_finetune(config, backbone, out=out, seed=seed, train_fraction=train_fraction, resume=resume)
+    click.echo(finetune_summary(run_dir))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--split", type=click.Choice(["valid", "test"]), default="test")
+@click.option("--backbone", type=click.Path(), default=None, help="Backbone run (default: the recorded one).")
+def evaluate(run_dir: str, split: str, backbone: str | None) -> None:
+    """Recompute a finetuned or pretrained run's metrics from its weights (never echoes stored ones)."""
+    from peterrec.usage import evaluate_run
+
+    metrics = evaluate_run(Path(run_dir), split, backbone)
+    click.echo(json.dumps(metrics, indent=2))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--user", "user_ids", multiple=True, help="A user of the run's data (repeatable).")
+@click.option("--input", "input_path", type=click.Path(), default=None, help="A click log of users to score.")
+@click.option("-k", "top_k", type=int, default=10, show_default=True)
+@click.option("--backbone", type=click.Path(), default=None)
+def recommend(run_dir, user_ids, input_path, top_k, backbone) -> None:
+    """Top-k items (or label probabilities, for profile runs) per user, as JSON lines."""
+    from peterrec.usage import recommend_lines
+
+    for line in recommend_lines(Path(run_dir), list(user_ids), input_path, top_k, backbone):
+        click.echo(line)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--input", "input_path", type=click.Path(), required=True, help="A click log of users.")
+@click.option("--out", type=click.Path(), required=True, help="Output .npy (users in <out>.users.json).")
+@click.option("--backbone", type=click.Path(), default=None)
+def embed(run_dir, input_path, out, backbone) -> None:
+    """User representations (B, C) from a finetuned or pretrained run."""
+    from peterrec.usage import embed_users
+
+    count = embed_users(Path(run_dir), input_path, Path(out), backbone)
+    click.echo(f"wrote {count} user vectors to {out}")
+
+
+@main.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 def inspect(run_dir: str, as_json: bool) -> None:
     """Show a run's manifest: parameters, metrics, data, versions."""
     from peterrec.checkpoint import read_manifest, verify_files
-    from peterrec.reporting import pretrain_summary
+    from peterrec.reporting import finetune_summary, pretrain_summary
 
     manifest = read_manifest(run_dir)
     verify_files(run_dir, manifest)
-    click.echo(json.dumps(manifest, indent=2) if as_json else pretrain_summary(Path(run_dir)))
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+    elif manifest.get("kind") == "finetune":
+        click.echo(finetune_summary(Path(run_dir)))
+    else:
+        click.echo(pretrain_summary(Path(run_dir)))
 
 
 @main.command()

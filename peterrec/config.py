@@ -74,7 +74,7 @@ class TrainConfig:
     warmup_steps: int = 0
     clip_norm: float | None = 5.0
     patience: int = 3
-    monitor: str = "valid/ndcg@10"
+    monitor: str = "auto"  # auto: valid/ndcg@10 for ranking, valid/accuracy for profile
     seed: int = 0
     device: str = choice("auto", "auto", "cpu", "cuda")
     precision: str = choice("fp32", "fp32", "bf16")
@@ -134,6 +134,78 @@ class PretrainConfig:
             raise ConfigError(f"{source}: train.lr must be positive, got {self.train.lr}")
 
 
+STRATEGY_NAMES = ("peterrec", "fine_all", "fine_cls", "fine_last1", "fine_last2", "peter_zero", "scratch")
+
+
+@dataclass
+class TaskConfig:
+    """The downstream task: what is predicted from a user's source sequence."""
+
+    type: str = choice("profile", "profile", "coldrec", "nextitem")
+    labels: str | None = None  # profile: CSV/TSV label file or a RecBole .user file
+    label_column: str = "gender"
+    label_user_column: str = "user_id"
+    target: str | None = None  # coldrec: target-domain interactions (same columns as data)
+    loss: str = choice("softmax", "softmax", "bce1")
+    eval: str = choice("full", "full", "sampled-99")
+    split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    split_seed: int = 0
+    train_fraction: float = 1.0
+
+
+@dataclass
+class StrategyConfig:
+    """How the pretrained backbone is transferred (DESIGN.md "Strategies")."""
+
+    name: str = choice("peterrec", *STRATEGY_NAMES)
+    insertion: str = choice("serial", "serial", "parallel", "block_parallel")
+    parallel_form: str = choice("residual", "residual", "original")
+    ratio: float = 0.25
+    train_norms: str = choice("ln2", "ln2", "none", "all")
+    pooling: str = choice("auto", "auto", "cls_end", "first_last", "mean")
+    train_cls: bool = False
+    lr: dict[str, float] = field(default_factory=dict)  # per-strategy learning rate; else train.lr
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything `peterrec finetune` needs besides the backbone directory."""
+
+    name: str = "finetune"
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(min_length=1))
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self, source: str) -> None:
+        task = self.task
+        if task.type == "profile" and not task.labels:
+            raise ConfigError(f"{source}: task.type 'profile' needs task.labels (a user_id,label file)")
+        if task.type == "coldrec" and not task.target:
+            raise ConfigError(f"{source}: task.type 'coldrec' needs task.target (target-domain clicks)")
+        if len(task.split) != 3 or abs(sum(task.split) - 1.0) > 1e-6 or min(task.split) <= 0:
+            raise ConfigError(f"{source}: task.split must be three positive fractions summing to 1")
+        if not 0.0 < task.train_fraction <= 1.0:
+            raise ConfigError(f"{source}: task.train_fraction must be in (0, 1], got {task.train_fraction}")
+        if not 0.0 < self.strategy.ratio <= 4.0:
+            raise ConfigError(f"{source}: strategy.ratio must be in (0, 4], got {self.strategy.ratio}")
+        unknown = sorted(set(self.strategy.lr) - set(STRATEGY_NAMES))
+        if unknown:
+            raise ConfigError(f"{source}: strategy.lr names unknown strategy '{unknown[0]}'")
+        if task.type == "nextitem" and self.data.min_length < 3:
+            raise ConfigError(f"{source}: task nextitem needs data.min_length >= 3 (leave-last-out)")
+        if self.data.max_len < 2:
+            raise ConfigError(f"{source}: data.max_len must be at least 2")
+
+    def resolved_monitor(self) -> str:
+        if self.train.monitor != "auto":
+            return self.train.monitor
+        return "valid/accuracy" if self.task.type == "profile" else "valid/ndcg@10"
+
+    def lr_for(self, strategy: str) -> float:
+        return self.strategy.lr.get(strategy, self.train.lr)
+
+
 # ---------------------------------------------------------------------------------------------- parsing
 
 
@@ -154,6 +226,14 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
         return [_coerce(v, item_type, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        key_type, value_type = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
+        return {
+            _coerce(k, key_type, key, source): _coerce(v, value_type, f"{key}.{k}", source)
+            for k, v in value.items()
+        }
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {key} must be a mapping of settings, got {value!r}")

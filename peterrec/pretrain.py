@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ from peterrec.evaluation import evaluate_ranking
 from peterrec.nextitem_data import NextItemData, load_next_item_data, make_windows
 from peterrec.objectives import ItemOutput, autoregressive_batch, make_sampler, mask_batch, pretrain_loss
 from peterrec.runtime import resolve_device, seed_everything
-from peterrec.trainer import Trainer
+from peterrec.trainer import EpochBatches, Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -75,41 +74,20 @@ def build_model(config: PretrainConfig, num_items: int) -> NextItemModel:
     return NextItemModel(backbone, ItemOutput(num_items, m.channels), config.data.max_len)
 
 
-@dataclass
-class BatchMaker:
-    """Builds step ``s`` of epoch ``e`` deterministically from the training windows."""
-
-    windows: list[np.ndarray]
-    batch_size: int
-    seed: int
-    width: int
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return -(-len(self.windows) // self.batch_size)
-
-    def order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.windows))
-
-    def batch(self, epoch: int, step: int) -> torch.Tensor:
-        if getattr(self, "_epoch", None) != epoch:
-            self._epoch, self._order = epoch, self.order(epoch)
-        chosen = self._order[step * self.batch_size : (step + 1) * self.batch_size]
-        return torch.from_numpy(left_pad([self.windows[i] for i in chosen], self.width, pad=PAD))
-
-
 def make_step_loss(model: NextItemModel, config: PretrainConfig, data: NextItemData, device: torch.device):
     """The per-step loss closure for the configured objective and softmax."""
     obj = config.objective
     autoregressive = obj.objective == "autoregressive"
     width = config.data.max_len + (1 if autoregressive else 0)
-    maker = BatchMaker(make_windows(data.train, width), config.train.batch_size, config.train.seed, width)
+    windows = make_windows(data.train, width)
+    batches = EpochBatches(len(windows), config.train.batch_size, config.train.seed)
     sampler = None
     if obj.softmax == "sampled":
         sampler = make_sampler(obj.sampler, data.num_items, counts=data.vocab.counts)
 
     def step_loss(epoch: int, step: int, generator: torch.Generator) -> tuple[torch.Tensor, int]:
-        seqs = maker.batch(epoch, step)
+        chosen = batches.indices(epoch, step)
+        seqs = torch.from_numpy(left_pad([windows[i] for i in chosen], width, pad=PAD))
         if autoregressive:
             inputs, targets = autoregressive_batch(seqs)
         else:
@@ -128,7 +106,7 @@ def make_step_loss(model: NextItemModel, config: PretrainConfig, data: NextItemD
         )
         return loss, int((inputs != PAD).sum())
 
-    return step_loss, maker.steps_per_epoch
+    return step_loss, batches.steps_per_epoch
 
 
 def baseline_metrics(data: NextItemData, batch_size: int) -> dict[str, dict[str, float]]:

@@ -37,3 +37,29 @@ def pretrain_summary(run_dir: Path) -> str:
     )
     table = markdown_table(["method (full ranking, history excluded)", *PRETRAIN_COLUMNS], rows)
     return f"{table}\n\n{facts}"
+
+
+def _primary_columns(metrics: dict) -> list[str]:
+    wanted = ("test/accuracy", "test/macro_f1", "test/auc", "test/hr@10", "test/ndcg@10", "test/mrr")
+    sampled = [
+        k for k in metrics if k.startswith("test/sampled99_") and k[15:] in ("hr@10", "ndcg@10", "mrr")
+    ]
+    return [k for k in wanted if k in metrics] + sampled
+
+
+def finetune_summary(run_dir: Path) -> str:
+    """A finetuned run beside the task's simple baselines, plus its parameter and time cost."""
+    manifest = read_manifest(run_dir)
+    columns = _primary_columns(manifest["metrics"])
+    rows = [[f"{manifest['strategy']} (this run)", *(manifest["metrics"].get(c, "") for c in columns)]]
+    for name, values in manifest.get("baselines", {}).items():
+        rows.append([name, *(values.get(c, "") for c in columns)])
+    p = manifest["parameters"]
+    facts = (
+        f"run {run_dir}: task {manifest['task']['type']}; trainable {p['trainable']:,} of "
+        f"{p['total']:,} parameters ({100 * p['trainable'] / max(1, p['total']):.2f}%), "
+        f"patch file {p['stored_bytes']:,} bytes; "
+        f"best epoch {manifest['best_epoch']}/{manifest['epochs_run']}, "
+        f"{manifest['seconds_per_epoch']} s/epoch"
+    )
+    return f"{markdown_table(['method', *columns], rows)}\n\n{facts}"

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -38,6 +39,26 @@ def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
 
 def lower_is_better(monitor: str) -> bool:
     return "loss" in monitor
+
+
+class EpochBatches:
+    """Batch ``step`` of ``epoch``: a slice of a permutation that depends only on (seed, epoch)."""
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int):
+        self.num_examples = num_examples
+        self.batch_size = batch_size
+        self.seed = seed
+        self._epoch, self._order = -1, np.arange(0)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.num_examples // self.batch_size)
+
+    def indices(self, epoch: int, step: int) -> np.ndarray:
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._order = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+        return self._order[step * self.batch_size : (step + 1) * self.batch_size]
 
 
 @dataclass
@@ -98,8 +119,10 @@ class Trainer:
         validate: Validate,
         work_dir: Path,
         device: torch.device,
+        monitor: str | None = None,
     ):
         self.model = model
+        self.monitor = monitor or (config.monitor if config.monitor != "auto" else "valid/ndcg@10")
         self.config = config
         self.steps_per_epoch = steps_per_epoch
         self.step_loss = step_loss
@@ -151,7 +174,10 @@ class Trainer:
         self.best_state = saved["best"]
         torch.set_rng_state(saved["torch_rng"])
         logger.info(
-            "resuming at epoch %d, step %d/%d", self.state.epoch + 1, self.state.step_in_epoch, self.steps_per_epoch
+            "resuming at epoch %d, step %d/%d",
+            self.state.epoch + 1,
+            self.state.step_in_epoch,
+            self.steps_per_epoch,
         )
 
     def _write_history(self) -> None:
@@ -213,13 +239,14 @@ class Trainer:
     def _end_epoch(self) -> None:
         config, state = self.config, self.state
         metrics = self.validate()
-        if config.monitor not in metrics:
+        monitor = self.monitor
+        if monitor not in metrics:
             raise ConfigError(
-                f"train.monitor '{config.monitor}' is not a reported metric; choose one of "
+                f"train.monitor '{monitor}' is not a reported metric; choose one of "
                 f"{', '.join(sorted(metrics))}"
             )
-        value = metrics[config.monitor]
-        sign = -1.0 if lower_is_better(config.monitor) else 1.0
+        value = metrics[monitor]
+        sign = -1.0 if lower_is_better(monitor) else 1.0
         improved = state.best_value is None or sign * value > sign * state.best_value
         if improved:
             state.best_value, state.best_epoch, state.bad_epochs = value, state.epoch + 1, 0
@@ -238,7 +265,7 @@ class Trainer:
             "epoch %d: loss %.4f, %s %.4f%s (%.1f s, %.0f tokens/s)",
             row["epoch"],
             row["train/loss"],
-            config.monitor,
+            monitor,
             value,
             " *" if improved else "",
             row["train/seconds"],
@@ -248,7 +275,7 @@ class Trainer:
         state.step_in_epoch = 0
         state.epoch_loss_sum, state.epoch_tokens, state.epoch_seconds = 0.0, 0, 0.0
         if state.bad_epochs >= config.patience:
-            logger.info("early stop: no improvement of %s for %d epochs", config.monitor, state.bad_epochs)
+            logger.info("early stop: no improvement of %s for %d epochs", monitor, state.bad_epochs)
             state.finished = True
         self._write_history()
         self.save()

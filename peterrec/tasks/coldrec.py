@@ -1,0 +1,150 @@
+"""Cross-domain cold-start recommendation: source clicks predict items of a new target vocabulary.
+
+Protocol (DESIGN.md, REFERENCE.md): input = all of a user's source clicks (the newest ``max_len - 1``);
+training examples = every target click of training users; the positive of a validation or test user is
+their last target click; full ranking over all target items, none excluded. ``eval: sampled-99`` ranks
+the positive among 99 uniformly sampled other target items instead, and its metric names say so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from peterrec import NUM_SPECIAL_TOKENS
+from peterrec.baselines import CooccurrenceKNNScorer, PopularityScorer
+from peterrec.config import FinetuneConfig
+from peterrec.data import Vocabulary, group_sequences, read_interactions
+from peterrec.errors import DataError
+from peterrec.heads import TargetItemHead
+from peterrec.metrics import per_user_ranking_metrics, ranking_metrics, sampled_ranks, target_ranks
+from peterrec.tasks.base import (
+    SPLITS,
+    SupervisedTask,
+    UserSplit,
+    encode_sources,
+    input_matrix,
+    split_task_users,
+)
+
+SAMPLED_NEGATIVES = 99
+
+
+def read_target_sequences(config: FinetuneConfig) -> dict[str, list[str]]:
+    data = config.data
+    interactions = read_interactions(
+        config.task.target,
+        user_column=data.user_column,
+        item_column=data.item_column,
+        time_column=data.time_column,
+        separator=data.separator,
+    )
+    return group_sequences(interactions)
+
+
+class ColdRecTask(SupervisedTask):
+    """Target items are scored by dot product with a new target-item table (the head)."""
+
+    kind = "coldrec"
+
+    def __init__(self, config: FinetuneConfig, vocab: Vocabulary):
+        targets_raw = read_target_sequences(config)
+        sources = encode_sources(config, vocab, set(targets_raw))
+        users = [u for u in targets_raw if u in sources and len(sources[u])]
+        if len(users) < 10:
+            raise DataError(
+                f"{config.task.target}: only {len(users)} users have both source clicks "
+                f"({config.data.path}) and target clicks; check that both files use the same user ids"
+            )
+        self.target_vocab = Vocabulary.build(targets_raw[u] for u in users)
+        self.loss, self.eval_protocol = config.task.loss, config.task.eval
+        self.num_source_items = len(vocab)
+        self.seed = config.task.split_seed
+        targets = {u: self.target_vocab.encode(targets_raw[u]) for u in users}
+        splits = {}
+        for name, part in split_task_users(users, config).items():
+            seqs = [sources[u] for u in part]
+            if name == "train":
+                rows = np.concatenate([np.full(len(targets[u]), i) for i, u in enumerate(part)])
+                tgts = np.concatenate([targets[u] for u in part])
+            else:
+                rows, tgts = np.arange(len(part)), np.array([targets[u][-1] for u in part])
+            splits[name] = UserSplit(part, input_matrix(seqs, config.data.max_len), rows, tgts, seqs)
+        self.train_targets = [targets[u] for u in splits["train"].users]
+        super().__init__(splits, config.train.batch_size)
+
+    @property
+    def num_target_items(self) -> int:
+        return len(self.target_vocab)
+
+    def make_head(self, channels: int) -> TargetItemHead:
+        return TargetItemHead(channels, self.num_target_items)
+
+    def example_loss(self, model, inputs, targets, generator) -> torch.Tensor:
+        columns = targets - NUM_SPECIAL_TOKENS
+        if self.loss == "softmax":
+            return F.cross_entropy(model(inputs), columns)
+        # bce1 (the original): one uniformly sampled negative per positive, binary cross-entropy.
+        user = model.user_representation(inputs)
+        negatives = torch.randint(0, self.num_target_items, columns.shape, generator=generator)
+        pair = torch.stack([columns, negatives.to(columns.device)], dim=1)
+        scores = model.head.scores_for(user, pair)
+        labels = torch.zeros_like(scores)
+        labels[:, 0] = 1.0
+        return F.binary_cross_entropy_with_logits(scores, labels)
+
+    def sampled_negatives(self, split: str) -> torch.Tensor:
+        """Fixed 99 negatives per evaluated user (never the positive), the same for every model."""
+        positives = self.splits[split].targets - NUM_SPECIAL_TOKENS
+        rng = np.random.default_rng([self.seed, SPLITS.index(split), 99])
+        draws = rng.integers(0, self.num_target_items - 1, size=(len(positives), SAMPLED_NEGATIVES))
+        return torch.as_tensor(draws + (draws >= positives[:, None]))
+
+    def rank(self, scorer, split: str, device, batch_size: int = 256) -> np.ndarray:
+        part = self.splits[split]
+        negatives = self.sampled_negatives(split) if self.eval_protocol == "sampled-99" else None
+        ranks = []
+        with torch.inference_mode():
+            for start in range(0, len(part), batch_size):
+                idx = np.arange(start, min(start + batch_size, len(part)))
+                inputs, targets = self.batch(split, idx, device)
+                scores, columns = scorer(inputs).float(), targets - NUM_SPECIAL_TOKENS
+                if negatives is None:
+                    ranks.append(target_ranks(scores, columns).cpu())
+                else:
+                    ranks.append(sampled_ranks(scores, columns, negatives[idx].to(scores.device)).cpu())
+        return torch.cat(ranks).numpy()
+
+    def _label(self, split: str) -> str:
+        return f"{split}/" if self.eval_protocol == "full" else f"{split}/sampled99_"
+
+    def evaluate(self, model, split: str, device, batch_size: int = 256) -> tuple[dict, dict]:
+        model.eval()
+        ranks = self.rank(model, split, device, batch_size)
+        metrics = {self._label(split) + k: v for k, v in ranking_metrics(ranks).items()}
+        return metrics, per_user_ranking_metrics(ranks)
+
+    def baselines(self) -> dict[str, dict[str, float]]:
+        train_sources = self.splits["train"].sequences
+        scorers = {
+            "popularity": PopularityScorer(self.train_targets, self.num_target_items),
+            "cooccurrence_knn": CooccurrenceKNNScorer(
+                train_sources, self.train_targets, self.num_source_items, self.num_target_items
+            ),
+        }
+        rows = {}
+        for name, scorer in scorers.items():
+            rows[name] = {}
+            for split in SPLITS[1:]:
+                ranks = self.rank(scorer.scores, split, "cpu")
+                rows[name].update({self._label(split) + k: v for k, v in ranking_metrics(ranks).items()})
+        return rows
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "target_items": self.num_target_items,
+            "loss": self.loss,
+            "eval": self.eval_protocol,
+        }

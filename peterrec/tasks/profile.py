@@ -1,0 +1,88 @@
+"""User profile prediction: a categorical label (gender, age bucket, occupation, ...) from clicks."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from peterrec.baselines import bag_of_items_logistic, majority_class
+from peterrec.config import FinetuneConfig
+from peterrec.data import Vocabulary, check_users_have_sequences, read_labels
+from peterrec.heads import ClassifierHead
+from peterrec.metrics import classification_metrics, per_user_correct
+from peterrec.tasks.base import (
+    SPLITS,
+    SupervisedTask,
+    UserSplit,
+    encode_sources,
+    input_matrix,
+    split_task_users,
+)
+
+
+class ProfileTask(SupervisedTask):
+    """Labels for some users; every labelled user with a source sequence is one example."""
+
+    kind = "profile"
+
+    def __init__(self, config: FinetuneConfig, vocab: Vocabulary):
+        task = config.task
+        labels = read_labels(task.labels, user_column=task.label_user_column, label_column=task.label_column)
+        sequences = encode_sources(config, vocab, set(labels))
+        labels, self.skipped_users = check_users_have_sequences(labels, sequences, task.labels)
+        self.classes = sorted(set(labels.values()))
+        self.num_source_items = len(vocab)
+        index = {c: i for i, c in enumerate(self.classes)}
+        splits = {}
+        for name, users in split_task_users(list(labels), config).items():
+            seqs = [sequences[u] for u in users]
+            splits[name] = UserSplit(
+                users=users,
+                inputs=input_matrix(seqs, config.data.max_len),
+                rows=np.arange(len(users)),
+                targets=np.array([index[labels[u]] for u in users], dtype=np.int64),
+                sequences=seqs,
+            )
+        super().__init__(splits, config.train.batch_size)
+
+    def make_head(self, channels: int) -> ClassifierHead:
+        return ClassifierHead(channels, len(self.classes))
+
+    def example_loss(self, model, inputs, targets, generator) -> torch.Tensor:
+        return F.cross_entropy(model(inputs), targets)
+
+    @torch.inference_mode()
+    def predict_proba(self, model, inputs: np.ndarray, device, batch_size: int = 256) -> np.ndarray:
+        model.eval()
+        out = []
+        for start in range(0, len(inputs), batch_size):
+            batch = torch.as_tensor(inputs[start : start + batch_size], device=device)
+            out.append(torch.softmax(model(batch).float(), dim=-1).cpu())
+        return torch.cat(out).numpy()
+
+    def _metrics(self, probs: np.ndarray, split: str) -> dict[str, float]:
+        labels = self.splits[split].targets
+        values = classification_metrics(probs, labels)
+        return {f"{split}/{k}": float(v) for k, v in values.items()}
+
+    def evaluate(self, model, split: str, device, batch_size: int = 256) -> tuple[dict, dict]:
+        probs = self.predict_proba(model, self.splits[split].inputs, device, batch_size)
+        per_user = {"accuracy": per_user_correct(probs, self.splits[split].targets).astype(float)}
+        return self._metrics(probs, split), per_user
+
+    def baselines(self) -> dict[str, dict[str, float]]:
+        train = self.splits["train"]
+        rows = {"majority": {}, "bag_of_items_lr": {}}
+        for split in SPLITS[1:]:
+            part = self.splits[split]
+            k = len(self.classes)
+            rows["majority"].update(self._metrics(majority_class(train.targets, len(part), k), split))
+            probs = bag_of_items_logistic(
+                train.sequences, train.targets, part.sequences, self.num_source_items, num_classes=k
+            )
+            rows["bag_of_items_lr"].update(self._metrics(probs, split))
+        return rows
+
+    def describe(self) -> dict:
+        return {**super().describe(), "classes": self.classes, "skipped_users": self.skipped_users}
