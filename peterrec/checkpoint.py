@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from peterrec.errors import CheckpointError
+from peterrec.errors import CheckpointError, PeterRecError
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -133,6 +133,16 @@ def finalize_run_dir(staging: Path, run_dir: Path) -> Path:
 
 def discard_run_dir(staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def fit_or_discard(trainer, staging: Path, resume: bool):
+    """Run ``trainer.fit``; a user error in a fresh run removes its staging directory again."""
+    try:
+        return trainer.fit(resume=resume)
+    except PeterRecError:
+        if not resume:
+            discard_run_dir(staging)
+        raise
 
 
 def read_manifest(run_dir: str | Path) -> dict:

@@ -132,6 +132,12 @@ class PretrainConfig:
             raise ConfigError(f"{source}: objective.mask_ratio must be in (0, 1]")
         if self.train.lr <= 0:
             raise ConfigError(f"{source}: train.lr must be positive, got {self.train.lr}")
+        known = {f"valid/{m}@{k}" for m in ("hr", "ndcg", "mrr") for k in (5, 10, 20)} | {"valid/mrr", "auto"}
+        if self.train.monitor not in known:
+            raise ConfigError(
+                f"{source}: train.monitor '{self.train.monitor}' is not a pretraining metric; "
+                "use e.g. valid/ndcg@10 or valid/hr@10"
+            )
 
 
 STRATEGY_NAMES = ("peterrec", "fine_all", "fine_cls", "fine_last1", "fine_last2", "peter_zero", "scratch")

@@ -115,9 +115,12 @@ def load_next_item_data(config: DataConfig, vocab: Vocabulary | None = None) -> 
     )
 
 
-def make_windows(train: list[np.ndarray], items_per_window: int) -> list[np.ndarray]:
+def make_windows(train: list[np.ndarray], items_per_window: int, path: str) -> list[np.ndarray]:
     """Training chunks of at most ``items_per_window`` items covering every target once."""
     windows = training_windows(train, items_per_window - 1)
     if not windows:
-        raise DataError("no training sequence has two or more items; lower data.min_length or add data")
+        raise DataError(
+            f"{path}: no user has a training sequence of two or more items (a user needs at least 4 "
+            "clicks: the last two are held out for validation and test); use a log with longer sequences"
+        )
     return windows

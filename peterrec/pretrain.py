@@ -18,6 +18,7 @@ from peterrec.checkpoint import (
     atomic_write_text,
     environment_versions,
     finalize_run_dir,
+    fit_or_discard,
     prepare_run_dir,
     save_weights,
     sha256_file,
@@ -79,7 +80,7 @@ def make_step_loss(model: NextItemModel, config: PretrainConfig, data: NextItemD
     obj = config.objective
     autoregressive = obj.objective == "autoregressive"
     width = config.data.max_len + (1 if autoregressive else 0)
-    windows = make_windows(data.train, width)
+    windows = make_windows(data.train, width, config.data.path)
     batches = EpochBatches(len(windows), config.train.batch_size, config.train.seed)
     sampler = None
     if obj.softmax == "sampled":
@@ -175,7 +176,7 @@ def run_pretrain(config: PretrainConfig, out: str | Path | None = None, resume: 
         work_dir=staging,
         device=device,
     )
-    result = trainer.fit(resume=resume)
+    result = fit_or_discard(trainer, staging, resume)
     model.load_state_dict(result.best_state, strict=False)
     metrics = {
         **evaluate_model(model, data, "valid", bs, dev),

@@ -15,6 +15,7 @@ from peterrec.checkpoint import (
     atomic_write_text,
     environment_versions,
     finalize_run_dir,
+    fit_or_discard,
     prepare_run_dir,
     save_weights,
     sha256_file,
@@ -119,7 +120,7 @@ def run_finetune(
         device=device,
         monitor=config.train.monitor,
     )
-    result = trainer.fit(resume=resume)
+    result = fit_or_discard(trainer, staging, resume)
     model.load_state_dict(result.best_state, strict=False)
     valid, _ = task.evaluate(model, "valid", device, bs)
     test, per_user = task.evaluate(model, "test", device, bs)

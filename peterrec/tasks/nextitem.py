@@ -33,7 +33,7 @@ class NextItemTask:
         self.output_layer = output_layer
         self.causal = causal
         self.width = config.data.max_len + (1 if causal else 0)
-        self.windows = make_windows(self.data.train, self.width)
+        self.windows = make_windows(self.data.train, self.width, config.data.path)
         self.batch_size = config.train.batch_size
 
     def __len__(self) -> int:
