@@ -187,8 +187,11 @@ class FinetuneConfig:
         task = self.task
         if task.type == "profile" and not task.labels:
             raise ConfigError(f"{source}: task.type 'profile' needs task.labels (a user_id,label file)")
-        if task.type == "coldrec" and not task.target:
-            raise ConfigError(f"{source}: task.type 'coldrec' needs task.target (target-domain clicks)")
+        if task.type == "coldrec" and not task.target and self.data.format != "peterrec_lines":
+            raise ConfigError(
+                f"{source}: task.type 'coldrec' needs task.target (target-domain clicks), "
+                "or data.format: peterrec_lines with 'src...,,tgt...' lines"
+            )
         if len(task.split) != 3 or abs(sum(task.split) - 1.0) > 1e-6 or min(task.split) <= 0:
             raise ConfigError(f"{source}: task.split must be three positive fractions summing to 1")
         if not 0.0 < task.train_fraction <= 1.0:
@@ -204,9 +207,13 @@ class FinetuneConfig:
             raise ConfigError(f"{source}: data.max_len must be at least 2")
 
     def resolved_monitor(self) -> str:
-        if self.train.monitor != "auto":
-            return self.train.monitor
-        return "valid/accuracy" if self.task.type == "profile" else "valid/ndcg@10"
+        """``auto`` picks accuracy or NDCG@10; under ``eval: sampled-99`` ranking names carry that label."""
+        monitor = self.train.monitor
+        if monitor == "auto":
+            monitor = "valid/accuracy" if self.task.type == "profile" else "valid/ndcg@10"
+        if self.task.eval == "sampled-99" and self.task.type == "coldrec" and "sampled99_" not in monitor:
+            monitor = monitor.replace("valid/", "valid/sampled99_", 1)
+        return monitor
 
     def lr_for(self, strategy: str) -> float:
         return self.strategy.lr.get(strategy, self.train.lr)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from peterrec import NUM_SPECIAL_TOKENS
 from peterrec.baselines import CooccurrenceKNNScorer, PopularityScorer
 from peterrec.config import FinetuneConfig
-from peterrec.data import Vocabulary, group_sequences, read_interactions
+from peterrec.data import Vocabulary, group_sequences, read_interactions, read_peterrec_lines
 from peterrec.errors import DataError
 from peterrec.heads import TargetItemHead
 from peterrec.metrics import per_user_ranking_metrics, ranking_metrics, sampled_ranks, target_ranks
@@ -32,7 +32,11 @@ SAMPLED_NEGATIVES = 99
 
 
 def read_target_sequences(config: FinetuneConfig) -> dict[str, list[str]]:
+    """Target clicks per user: from ``task.target``, or the target part of PeterRec lines (``src,,tgt``)."""
     data = config.data
+    if config.task.target is None:
+        rows = read_peterrec_lines(data.path)
+        return {f"line{i + 1}": target for i, (_src, target) in enumerate(rows) if target}
     interactions = read_interactions(
         config.task.target,
         user_column=data.user_column,
