@@ -167,5 +167,33 @@ def demo(out: str) -> None:
     run_demo(Path(out))
 
 
+@main.command()
+@config_option
+@click.option("--backbone", type=click.Path(), required=True, help="A pretrain run directory.")
+@click.option("--strategies", default="all", show_default=True, help="'all' or a comma list of strategies.")
+@click.option("--seeds", type=int, default=3, show_default=True, help="Seeds per run (train.seed, +1, ...).")
+@click.option("--train-fraction", "train_fractions", default="1.0", show_default=True, help="e.g. 0.1,1.0")
+@click.option("--lr-grid", default=None, help="e.g. 1e-3,3e-4: pick each strategy's lr on validation.")
+@set_option
+@click.option("--out", type=click.Path(), default=None, help="Default checkpoints/compare-<config>-<task>.")
+@click.option("--plot", type=click.Path(), default=None, help="Also draw the main metric to this PNG.")
+def compare(config_path, backbone, strategies, seeds, train_fractions, lr_grid, overrides, out, plot) -> None:
+    """Finetune several strategies x seeds (x train fractions), each in its own process; one table."""
+    from peterrec.compare import parse_float_list, parse_strategies, run_compare
+    from peterrec.config import FinetuneConfig, load_config
+    from peterrec.errors import ConfigError
+
+    names = parse_strategies(strategies)
+    fractions = parse_float_list(train_fractions, "--train-fraction", upper=1.0)
+    grid = parse_float_list(lr_grid, "--lr-grid") if lr_grid is not None else None
+    if seeds < 1:
+        raise ConfigError(f"--seeds: need at least 1, got {seeds}")
+    config = load_config(FinetuneConfig, config_path, list(overrides))
+    out = out or str(Path("checkpoints") / f"compare-{Path(config_path).stem}-{config.task.type}")
+    result = run_compare(config, backbone, names, seeds, fractions, grid, out, plot)
+    click.echo(result.table)
+    click.echo(f"\nwrote {result.out}/results.md, results.csv, results.json" + (f", {plot}" if plot else ""))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
