@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from pathlib import Path
 
+from peterrec import checkpoint as ckpt
 from peterrec.checkpoint import read_manifest
+from peterrec.errors import PeterRecError
 
+REFERENCE = "peterrec"  # the strategy that paired confidence intervals compare against
 PRETRAIN_COLUMNS = ("test/hr@10", "test/ndcg@10", "test/mrr", "valid/ndcg@10")
 
 
@@ -39,7 +43,7 @@ def pretrain_summary(run_dir: Path) -> str:
     return f"{table}\n\n{facts}"
 
 
-def _primary_columns(metrics: dict) -> list[str]:
+def primary_columns(metrics: dict) -> list[str]:
     wanted = ("test/accuracy", "test/macro_f1", "test/auc", "test/hr@10", "test/ndcg@10", "test/mrr")
     sampled = [
         k for k in metrics if k.startswith("test/sampled99_") and k[15:] in ("hr@10", "ndcg@10", "mrr")
@@ -50,7 +54,7 @@ def _primary_columns(metrics: dict) -> list[str]:
 def finetune_summary(run_dir: Path) -> str:
     """A finetuned run beside the task's simple baselines, plus its parameter and time cost."""
     manifest = read_manifest(run_dir)
-    columns = _primary_columns(manifest["metrics"])
+    columns = primary_columns(manifest["metrics"])
     rows = [[f"{manifest['strategy']} (this run)", *(manifest["metrics"].get(c, "") for c in columns)]]
     for name, values in manifest.get("baselines", {}).items():
         rows.append([name, *(values.get(c, "") for c in columns)])
@@ -63,3 +67,92 @@ def finetune_summary(run_dir: Path) -> str:
         f"{manifest['seconds_per_epoch']} s/epoch"
     )
     return f"{markdown_table(['method', *columns], rows)}\n\n{facts}"
+
+
+# ------------------------------------------------------------------------- compare tables
+
+
+def _cell(stats: dict | None) -> str:
+    if stats is None:
+        return ""
+    return f"{stats['mean']:.4f}" if stats["std"] is None else f"{stats['mean']:.4f} ± {stats['std']:.4f}"
+
+
+def _ci_cell(row: dict) -> str:
+    if row.get("baseline"):
+        return ""
+    ci = row["ci_vs_peterrec"]
+    return "reference" if ci is None else f"{ci['diff']:+.4f} [{ci['low']:+.4f}, {ci['high']:+.4f}]"
+
+
+def _num(value, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def render_table(rows: list[dict], columns: list[str], main: str, fractions: list[float]) -> str:
+    show_cuda = any(r.get("peak_cuda_mb") is not None for r in rows)
+    show_ci = any(r["method"] == REFERENCE for r in rows)
+    header = ["method"] + (["train fraction"] if len(fractions) > 1 else []) + ["lr", *columns]
+    header += ["trainable params", "patch bytes", "s/epoch", "peak RSS MB"] + (["peak CUDA MB"] * show_cuda)
+    header += [f"Δ {main} vs peterrec (95% CI)"] * show_ci
+    lines = []
+    for r in rows:
+        line = [r["method"]] + ([f"{r['train_fraction']:g}"] if len(fractions) > 1 else [])
+        line += [_num(r.get("lr"), "g"), *(_cell(r["metrics"].get(c)) for c in columns)]
+        costs = {"trainable": ",", "stored_bytes": ",", "seconds_per_epoch": ".3f", "peak_rss_mb": ".0f"}
+        line += [_num(r.get(k), fmt) for k, fmt in costs.items()]
+        line += [_num(r.get("peak_cuda_mb"), ".1f")] * show_cuda + [_ci_cell(r)] * show_ci
+        lines.append(line)
+    return markdown_table(header, lines)
+
+
+def write_outputs(out: Path, text: str, rows: list[dict], columns: list[str]) -> None:
+    """``results.md`` (table + note), ``results.json`` (everything) and ``results.csv`` (flat)."""
+    ckpt.atomic_write_text(out / "results.md", text + "\n")
+    ckpt.atomic_write_json(
+        out / "results.json", {"columns": columns, "rows": rows, "note": text.split("\n\n")[-1]}
+    )
+    fields = ["method", "train_fraction", "lr"] + [f"{c}_{s}" for c in columns for s in ("mean", "std")]
+    fields += ["trainable", "stored_bytes", "seconds_per_epoch", "peak_rss_mb", "peak_cuda_mb"]
+    fields += ["ci_diff", "ci_low", "ci_high"]
+    with open(out / "results.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            flat = {**r, **{f"{c}_{s}": m[s] for c, m in r["metrics"].items() for s in ("mean", "std")}}
+            flat.update({f"ci_{k}": v for k, v in (r.get("ci_vs_peterrec") or {}).items()})
+            writer.writerow(flat)
+
+
+def plot_results(rows: list[dict], main: str, fractions: list[float], path: Path) -> Path:
+    """Main metric (mean ± std) per strategy against train fraction, or bars for one fraction."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise PeterRecError("--plot needs matplotlib; install it with pip install '.[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in dict.fromkeys(r["method"] for r in rows if not r.get("baseline")):
+        mine = [r for r in rows if r["method"] == name]
+        mean, std = [r["metrics"][main]["mean"] for r in mine], [r["metrics"][main]["std"] or 0 for r in mine]
+        if len(fractions) == 1:
+            ax.bar(name, mean, yerr=std, capsize=4)
+        else:
+            x = [r["train_fraction"] for r in mine]
+            ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=name)
+    if len(fractions) == 1:
+        ax.tick_params(axis="x", rotation=30)
+    else:
+        ax.set_xlabel("train fraction")
+        ax.legend()
+    ax.set_ylabel(f"{main} (mean ± std over seeds)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- entry
