@@ -10,10 +10,10 @@ Item columns follow the backbone's convention: column j is item id j + 4 (ids 0-
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from peterrec.backbone import trunc_normal_
+from peterrec.objectives import ItemOutput
 
 
 class ClassifierHead(nn.Linear):
@@ -32,42 +32,22 @@ class ClassifierHead(nn.Linear):
         nn.init.zeros_(self.bias)
 
 
-class TargetItemHead(nn.Module):
+class TargetItemHead(ItemOutput):
     """A new embedding table for the target domain's items, scored by dot product with the user.
 
     ``scores = user @ weight.T + bias``; column j is target item id j + 4. The table is separate from the
-    backbone's (source-domain) item embedding, so source and target vocabularies may be disjoint.
+    backbone's (source-domain) item embedding, so source and target vocabularies may be disjoint. It is the
+    same layer as the pretraining softmax (``ItemOutput``), sized for the target vocabulary.
     """
 
     def __init__(self, channels: int, num_target_items: int):
-        super().__init__()
         if num_target_items < 1:
             raise ValueError(f"num_target_items must be positive, got {num_target_items}")
-        self.num_items = num_target_items
-        self.channels = channels
-        self.weight = nn.Parameter(trunc_normal_(torch.empty(num_target_items, channels)))
-        self.bias = nn.Parameter(torch.zeros(num_target_items))
-
-    def forward(self, user: torch.Tensor) -> torch.Tensor:
-        """Scores of every target item: (B, C) -> (B, num_target_items)."""
-        return F.linear(user, self.weight, self.bias)
+        super().__init__(num_target_items, channels)
 
     def scores_for(self, user: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-        """Scores of the requested columns only, for sampled losses (bce1) and sampled-99 evaluation.
-
-        ``user`` is (B, C); ``columns`` is (B, S) (per-user columns) or (S,) (the same for every user).
-        Returns (B, S) without forming the full (B, num_target_items) product.
-        """
-        weight = self.weight[columns]
-        bias = self.bias[columns]
-        if columns.dim() == 1:
-            return F.linear(user, weight, bias)
-        if columns.dim() == 2:
-            return torch.einsum("bc,bsc->bs", user, weight) + bias
-        raise ValueError(f"columns must be 1-D or 2-D, got shape {tuple(columns.shape)}")
-
-    def extra_repr(self) -> str:
-        return f"num_target_items={self.num_items}, channels={self.channels}"
+        """Scores of the requested columns only (bce1 loss, sampled-99 evaluation): (B, C) -> (B, S)."""
+        return self.logits_for(user, columns)
 
 
 class NextItemHead(nn.Module):
