@@ -12,10 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from peterrec import NUM_SPECIAL_TOKENS
+from peterrec import NUM_SPECIAL_TOKENS, PAD
 from peterrec.baselines import CooccurrenceKNNScorer, PopularityScorer
 from peterrec.config import FinetuneConfig
-from peterrec.data import Vocabulary, group_sequences, read_interactions, read_peterrec_lines
+from peterrec.data import Vocabulary, group_sequences, left_pad, read_interactions, read_peterrec_lines
 from peterrec.errors import DataError
 from peterrec.heads import TargetItemHead
 from peterrec.metrics import per_user_ranking_metrics, ranking_metrics, sampled_ranks, target_ranks
@@ -70,8 +70,10 @@ class ColdRecTask(SupervisedTask):
         for name, part in split_task_users(users, config).items():
             seqs = [sources[u] for u in part]
             if name == "train":
-                rows = np.concatenate([np.full(len(targets[u]), i) for i, u in enumerate(part)])
-                tgts = np.concatenate([targets[u] for u in part])
+                # One example per user holding all of their target clicks (padded with PAD): the
+                # source sequence is encoded once per user instead of once per click.
+                rows = np.arange(len(part))
+                tgts = left_pad([targets[u] for u in part], max(len(targets[u]) for u in part), pad=PAD)
             else:
                 rows, tgts = np.arange(len(part)), np.array([targets[u][-1] for u in part])
             splits[name] = UserSplit(part, input_matrix(seqs, config.data.max_len), rows, tgts, seqs)
@@ -86,17 +88,21 @@ class ColdRecTask(SupervisedTask):
         return TargetItemHead(channels, self.num_target_items)
 
     def example_loss(self, model, inputs, targets, generator) -> torch.Tensor:
-        columns = targets - NUM_SPECIAL_TOKENS
+        """Mean loss over every target click in the batch; ``targets`` is (B, T), PAD-padded."""
+        clicked = targets != PAD
+        columns = (targets - NUM_SPECIAL_TOKENS).clamp(min=0)
         if self.loss == "softmax":
-            return F.cross_entropy(model(inputs), columns)
+            log_probs = torch.log_softmax(model(inputs).float(), dim=-1).gather(1, columns)
+            return -(log_probs * clicked).sum() / clicked.sum()
         # bce1 (the original): one uniformly sampled negative per positive, binary cross-entropy.
         user = model.user_representation(inputs)
         negatives = torch.randint(0, self.num_target_items, columns.shape, generator=generator)
-        pair = torch.stack([columns, negatives.to(columns.device)], dim=1)
-        scores = model.head.scores_for(user, pair)
-        labels = torch.zeros_like(scores)
-        labels[:, 0] = 1.0
-        return F.binary_cross_entropy_with_logits(scores, labels)
+        pairs = torch.cat([columns, negatives.to(columns.device)], dim=1)
+        scores = model.head.scores_for(user, pairs).float()
+        labels = torch.cat([torch.ones_like(columns), torch.zeros_like(columns)], dim=1).float()
+        weights = torch.cat([clicked, clicked], dim=1).float()
+        losses = F.binary_cross_entropy_with_logits(scores, labels, reduction="none")
+        return (losses * weights).sum() / weights.sum()
 
     def sampled_negatives(self, split: str) -> torch.Tensor:
         """Fixed 99 negatives per evaluated user (never the positive), the same for every model."""
