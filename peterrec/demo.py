@@ -53,7 +53,6 @@ def run_demo(out: Path) -> None:
     click.echo(finetune_summary(run_dir))
 
     click.echo(f"\n== 3/3 compare all strategies on the same split, {DEMO_SEEDS} seeds (one process per run)")
-    quiet = load_config(FinetuneConfig, DEMO_FINETUNE_CONFIG, [source, labels, "train.progress=false"])
-    result = run_compare(quiet, backbone_dir, seeds=DEMO_SEEDS, out=out / "compare")
+    result = run_compare(finetune, backbone_dir, seeds=DEMO_SEEDS, out=out / "compare")
     click.echo(result.table)
     click.echo(f"\nruns, tables (results.md/csv/json) and checkpoints are under {out}")
