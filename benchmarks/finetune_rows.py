@@ -1,0 +1,112 @@
+"""Row 4: finetuning step time and optimiser-state bytes per strategy, with the analytic FLOP breakdown.
+
+The head is profile-like: [CLS] appended, its hidden state -> ``ClassifierHead(C, K)`` -> cross entropy.
+Autograd only computes what some trainable tensor needs, so the FLOPs split as follows (F = forward FLOPs
+of the 16 convs over L+1 positions, P = those of the 16 serial patches, h = C/4):
+
+| strategy | forward | input gradients | weight gradients |
+|---|---|---|---|
+| ``fine_all`` | F | F (down to the embedding) | F |
+| ``peterrec`` | F + P | 15/16·F + P (down to the first patch) | P (+ LayerNorm affine, elementwise) |
+| ``fine_cls`` | F | 0 (no backbone tensor needs a gradient) | head only |
+
+With P = F·(2·C·h)/(k·C²) = F/6 at k = 3, h = C/4, peterrec needs (F + P + 15/16·F + P + P)/(3F) ≈ 0.81 of
+fine_all's FLOPs; the Adam step over the frozen backbone disappears as well.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.common import Sizes, conv_flops, interleaved
+from peterrec import NUM_SPECIAL_TOKENS
+from peterrec.backbone import NextItNet
+from peterrec.finetune import TransferModel, apply_strategy
+from peterrec.heads import ClassifierHead
+
+STRATEGIES = ("peterrec", "fine_all", "fine_cls")
+PATCH_RATIO = 0.25
+
+
+def flop_breakdown(sizes: Sizes, channels: int, strategy: str) -> dict[str, float]:
+    """Analytic forward / input-gradient / weight-gradient FLOPs of one finetuning step (head ignored)."""
+    num_convs = 2 * len(sizes.dilations)
+    positions = sizes.length + 1  # [CLS] appended
+    conv = conv_flops(sizes.batch, positions, channels, sizes.kernel_size, num_convs)
+    hidden = int(channels * PATCH_RATIO)
+    patch = num_convs * 2.0 * sizes.batch * positions * 2 * channels * hidden
+    if strategy == "fine_all":
+        return {"forward": conv, "input_grad": conv, "weight_grad": conv}
+    if strategy == "peterrec":
+        first_conv = conv / num_convs
+        return {"forward": conv + patch, "input_grad": conv - first_conv + patch, "weight_grad": patch}
+    return {"forward": conv, "input_grad": 0.0, "weight_grad": 0.0}
+
+
+def adam_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of Adam's exp_avg and exp_avg_sq over every parameter it has stepped."""
+    return sum(
+        state[key].numel() * state[key].element_size()
+        for state in optimizer.state.values()
+        for key in ("exp_avg", "exp_avg_sq")
+        if key in state
+    )
+
+
+def _strategy_step(sizes: Sizes, channels: int, strategy: str):
+    torch.manual_seed(0)
+    backbone = NextItNet(sizes.vocab, channels, sizes.dilations, sizes.kernel_size, causal=True)
+    model = TransferModel(backbone, ClassifierHead(channels, sizes.finetune_classes))
+    report = apply_strategy(model, strategy, insertion="serial", ratio=PATCH_RATIO, train_norms="ln2", seed=0)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    high = sizes.vocab + NUM_SPECIAL_TOKENS
+    seqs = torch.randint(NUM_SPECIAL_TOKENS, high, (sizes.batch, sizes.length), generator=generator)
+    labels = torch.randint(0, sizes.finetune_classes, (sizes.batch,), generator=generator)
+
+    def step() -> None:
+        loss = F.cross_entropy(model(seqs), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step, optimizer, report
+
+
+def finetune_rows(sizes: Sizes) -> list[dict]:
+    """Row 4 at every channel size, largest first (the acceptance criterion is at C=256)."""
+    rows = []
+    for channels in sorted(sizes.channels, reverse=True):
+        built = {name: _strategy_step(sizes, channels, name) for name in STRATEGIES}
+        seconds = interleaved({name: b[0] for name, b in built.items()}, sizes.warmup, sizes.repeats)
+        base_time = seconds["fine_all"]
+        base_bytes = adam_state_bytes(built["fine_all"][1])
+        base_flops = sum(flop_breakdown(sizes, channels, "fine_all").values())
+        for name in STRATEGIES:
+            _, optimizer, report = built[name]
+            state = adam_state_bytes(optimizer)
+            flops = flop_breakdown(sizes, channels, name)
+            total = sum(flops.values())
+            split = ", ".join(f"{key} {value / 1e9:.3f}" for key, value in flops.items())
+            rows.append(
+                {
+                    "row": "4. finetune step",
+                    "config": f"{name}, C={channels}, B×L={sizes.batch}×{sizes.length}",
+                    "measure": "ms/step",
+                    "value": round(seconds[name] * 1e3, 2),
+                    "ratio": f"{seconds[name] / base_time:.2f}× fine_all time",
+                    "note": f"GFLOP {split}; analytic {total / base_flops:.2f}× fine_all",
+                }
+            )
+            rows.append(
+                {
+                    "row": "4. optimiser state",
+                    "config": f"{name}, C={channels}",
+                    "measure": "Adam bytes",
+                    "value": state,
+                    "ratio": f"{state / base_bytes:.3f}× fine_all" if base_bytes else "",
+                    "note": f"trainable {report.trainable:,} of {report.total:,} params",
+                }
+            )
+    return rows
