@@ -54,7 +54,7 @@ class ColdRecTask(SupervisedTask):
 
     def __init__(self, config: FinetuneConfig, vocab: Vocabulary):
         targets_raw = read_target_sequences(config)
-        sources = encode_sources(config, vocab, set(targets_raw))
+        sources = encode_sources(config, vocab)
         users = [u for u in targets_raw if u in sources and len(sources[u])]
         if len(users) < 10:
             raise DataError(
@@ -67,7 +67,11 @@ class ColdRecTask(SupervisedTask):
         self.seed = config.task.split_seed
         targets = {u: self.target_vocab.encode(targets_raw[u]) for u in users}
         splits = {}
-        for name, part in split_task_users(users, config).items():
+        # Split every user with source clicks (as the profile tasks do), then keep those with target
+        # clicks: a user is in the same split for every task built from one log.
+        with_target = set(users)
+        for name, everyone in split_task_users(list(sources), config).items():
+            part = [u for u in everyone if u in with_target]
             seqs = [sources[u] for u in part]
             if name == "train":
                 # One example per user holding all of their target clicks (padded with PAD): the
@@ -137,11 +141,12 @@ class ColdRecTask(SupervisedTask):
 
     def baselines(self) -> dict[str, dict[str, float]]:
         train_sources = self.splits["train"].sequences
+        args = (train_sources, self.train_targets, self.num_source_items, self.num_target_items)
         scorers = {
             "popularity": PopularityScorer(self.train_targets, self.num_target_items),
-            "cooccurrence_knn": CooccurrenceKNNScorer(
-                train_sources, self.train_targets, self.num_source_items, self.num_target_items
-            ),
+            # plain co-occurrence counts (REFERENCE.md's row) and the cosine-normalised, stronger variant
+            "cooccurrence_knn": CooccurrenceKNNScorer(*args, normalization="count"),
+            "cooccurrence_knn_cosine": CooccurrenceKNNScorer(*args, normalization="cosine"),
         }
         rows = {}
         for name, scorer in scorers.items():
