@@ -6,7 +6,6 @@ is created, so a malformed input never leaves a half-made run behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from peterrec.checkpoint import sha256_file, sha256_text
 from peterrec.config import DataConfig
 from peterrec.data import (
     Vocabulary,
@@ -59,13 +59,8 @@ class NextItemData:
 
 def data_fingerprint(config: DataConfig) -> str:
     """sha256 of the input file's bytes and the options that shape the data."""
-    digest = hashlib.sha256()
-    with open(config.path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
     options = {k: v for k, v in asdict(config).items() if k != "path"}
-    digest.update(json.dumps(options, sort_keys=True).encode())
-    return digest.hexdigest()
+    return sha256_text(sha256_file(config.path) + json.dumps(options, sort_keys=True))
 
 
 def read_user_sequences(config: DataConfig) -> dict[str, list[str]]:
