@@ -130,14 +130,18 @@ def baseline_metrics(data: NextItemData, batch_size: int) -> dict[str, dict[str,
     return rows
 
 
-def evaluate_model(model: NextItemModel, data: NextItemData, split: str, batch_size: int, device) -> dict:
+def evaluate_next_item(model: NextItemModel, data: NextItemData, split: str, batch_size: int, device):
+    """Leave-last-out metrics (``{split}/...``) and per-user ranks of ``model`` on ``split``."""
     model.eval()
     histories = data.valid_histories if split == "valid" else data.test_histories
     targets = data.valid_targets if split == "valid" else data.test_targets
-    metrics, _ = evaluate_ranking(
+    return evaluate_ranking(
         model.next_item_scores, histories, targets, batch_size=batch_size, device=device, prefix=f"{split}/"
     )
-    return metrics
+
+
+def evaluate_model(model: NextItemModel, data: NextItemData, split: str, batch_size: int, device) -> dict:
+    return evaluate_next_item(model, data, split, batch_size, device)[0]
 
 
 def _check_resume_config(staging: Path, config_text: str) -> None:

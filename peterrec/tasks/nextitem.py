@@ -14,12 +14,11 @@ import torch
 from peterrec import PAD
 from peterrec.config import FinetuneConfig
 from peterrec.data import Vocabulary, left_pad
-from peterrec.evaluation import evaluate_ranking
 from peterrec.heads import NextItemHead
 from peterrec.metrics import per_user_ranking_metrics
 from peterrec.nextitem_data import load_next_item_data, make_windows
 from peterrec.objectives import autoregressive_batch, full_softmax_loss, mask_batch
-from peterrec.pretrain import NextItemModel, baseline_metrics
+from peterrec.pretrain import NextItemModel, baseline_metrics, evaluate_next_item
 
 
 class NextItemTask:
@@ -56,17 +55,8 @@ class NextItemTask:
         return loss, int((inputs != PAD).sum())
 
     def evaluate(self, model, split: str, device, batch_size: int = 256) -> tuple[dict, dict]:
-        scorer = self.scoring_model(model).eval()
-        histories = self.data.valid_histories if split == "valid" else self.data.test_histories
-        targets = self.data.valid_targets if split == "valid" else self.data.test_targets
-        metrics, ranks = evaluate_ranking(
-            scorer.next_item_scores,
-            histories,
-            targets,
-            batch_size=batch_size,
-            device=device,
-            prefix=f"{split}/",
-        )
+        scorer = self.scoring_model(model)
+        metrics, ranks = evaluate_next_item(scorer, self.data, split, batch_size, device)
         return metrics, per_user_ranking_metrics(ranks)
 
     def baselines(self) -> dict[str, dict[str, float]]:
