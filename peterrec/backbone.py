@@ -91,6 +91,7 @@ class NextItNet(nn.Module):
         dilations: Sequence[int] = DEFAULT_DILATIONS,
         kernel_size: int = 3,
         causal: bool = True,
+        sparse_embedding: bool = False,
     ):
         super().__init__()
         if num_items < 1:
@@ -100,7 +101,8 @@ class NextItNet(nn.Module):
         self.dilations = tuple(int(d) for d in dilations)
         self.kernel_size = kernel_size
         self.causal = causal
-        self.item_embedding = nn.Embedding(num_items + NUM_SPECIAL_TOKENS, channels)
+        # sparse_embedding: gradients touch only the looked-up rows (for SparseAdam on huge vocabularies)
+        self.item_embedding = nn.Embedding(num_items + NUM_SPECIAL_TOKENS, channels, sparse=sparse_embedding)
         trunc_normal_(self.item_embedding.weight)
         self.blocks = nn.ModuleList(ResidualBlock(channels, kernel_size, d, causal) for d in self.dilations)
 

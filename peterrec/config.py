@@ -47,6 +47,7 @@ class ModelConfig:
     dilations: list[int] = field(default_factory=lambda: [1, 4] * 4)
     kernel_size: int = 3
     causal: bool = True
+    sparse_embedding: bool = False  # sparse rows + SparseAdam for the item tables (huge vocabularies)
 
 
 @dataclass
@@ -128,6 +129,11 @@ class PretrainConfig:
             raise ConfigError(f"{source}: model.dilations must be a non-empty list of positive integers")
         if not self.model.causal and self.model.kernel_size % 2 == 0:
             raise ConfigError(f"{source}: a non-causal model needs an odd model.kernel_size")
+        if self.model.sparse_embedding and self.objective.softmax != "sampled":
+            raise ConfigError(
+                f"{source}: model.sparse_embedding needs objective.softmax: sampled "
+                "(a full softmax touches every row of the output table)"
+            )
         if not 0.0 < self.objective.mask_ratio <= 1.0:
             raise ConfigError(f"{source}: objective.mask_ratio must be in (0, 1]")
         if self.train.lr <= 0:

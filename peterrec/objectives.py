@@ -37,12 +37,15 @@ class ItemOutput(nn.Module):
     The weight is separate from the input embedding (untied), as in the original NextItNet code.
     """
 
-    def __init__(self, num_items: int, channels: int):
+    def __init__(self, num_items: int, channels: int, sparse: bool = False):
         super().__init__()
         if num_items < 1:
             raise ValueError(f"num_items must be positive, got {num_items}")
         self.num_items = num_items
         self.channels = channels
+        # sparse: ``logits_for`` gives the weight a sparse gradient over the gathered rows only
+        # (sampled softmax with SparseAdam); the bias stays dense, it is one scalar per item.
+        self.sparse = sparse
         self.weight = nn.Parameter(trunc_normal_(torch.empty(num_items, channels)))
         self.bias = nn.Parameter(torch.zeros(num_items))
 
@@ -57,7 +60,7 @@ class ItemOutput(nn.Module):
         negatives) or (N, S) (per-row columns). Returns (N, S). Only the S (or N·S) weight rows
         needed are gathered; the full (N, num_items) product is never formed.
         """
-        weight = self.weight[columns]
+        weight = F.embedding(columns, self.weight, sparse=self.sparse)
         bias = self.bias[columns]
         if columns.dim() == 1:
             return F.linear(hidden, weight, bias)

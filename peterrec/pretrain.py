@@ -70,9 +70,10 @@ class NextItemModel(nn.Module):
 
 def build_model(config: PretrainConfig, num_items: int) -> NextItemModel:
     m = config.model
-    backbone = NextItNet(num_items, m.channels, m.dilations, m.kernel_size, m.causal)
+    backbone = NextItNet(num_items, m.channels, m.dilations, m.kernel_size, m.causal, m.sparse_embedding)
     backbone.check_length(config.data.max_len)
-    return NextItemModel(backbone, ItemOutput(num_items, m.channels), config.data.max_len)
+    output = ItemOutput(num_items, m.channels, sparse=m.sparse_embedding)
+    return NextItemModel(backbone, output, config.data.max_len)
 
 
 def make_step_loss(model: NextItemModel, config: PretrainConfig, data: NextItemData, device: torch.device):

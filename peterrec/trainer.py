@@ -89,6 +89,24 @@ class TrainResult:
         return self.state.history
 
 
+def sparse_tables(model: nn.Module) -> set[int]:
+    """ids of the parameters that receive sparse gradients (sparse embeddings and output tables)."""
+    tables = [m for m in model.modules() if getattr(m, "sparse", False) is True and hasattr(m, "weight")]
+    return {id(m.weight) for m in tables}
+
+
+def make_optimizers(dense: list, sparse: list, config: TrainConfig) -> list[torch.optim.Optimizer]:
+    """Adam for dense parameters; SparseAdam (lazy: only touched rows update) for sparse tables."""
+    optimizers = []
+    if dense:
+        optimizers.append(torch.optim.Adam(dense, lr=config.lr, weight_decay=config.weight_decay))
+    if sparse:
+        if config.weight_decay:
+            raise ConfigError("train.weight_decay must be 0 with sparse embeddings (SparseAdam has none)")
+        optimizers.append(torch.optim.SparseAdam(sparse, lr=config.lr))
+    return optimizers
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
     """Linear warmup, then constant, cosine or linear decay to zero at ``total_steps``."""
     warmup = max(0, config.warmup_steps)
@@ -129,11 +147,15 @@ class Trainer:
         self.validate = validate
         self.work_dir = Path(work_dir)
         self.device = device
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        if not self.params:
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        if not trainable:
             raise ConfigError("nothing to train: every parameter is frozen")
-        self.optimizer = torch.optim.Adam(self.params, lr=config.lr, weight_decay=config.weight_decay)
-        self.scheduler = make_scheduler(self.optimizer, config, config.epochs * steps_per_epoch)
+        sparse = sparse_tables(model)
+        self.params = [p for p in trainable if id(p) not in sparse]
+        self.sparse_params = [p for p in trainable if id(p) in sparse]
+        self.optimizers = make_optimizers(self.params, self.sparse_params, config)
+        total = config.epochs * steps_per_epoch
+        self.schedulers = [make_scheduler(o, config, total) for o in self.optimizers]
         self.state = TrainState()
         self.best_state = self._trainable_copy()
 
@@ -151,8 +173,8 @@ class Trainer:
             self.resume_path,
             {
                 "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
+                "optimizers": [o.state_dict() for o in self.optimizers],
+                "schedulers": [s.state_dict() for s in self.schedulers],
                 "state": json.dumps(asdict(self.state)),
                 "best": self.best_state,
                 "torch_rng": torch.get_rng_state(),
@@ -163,8 +185,10 @@ class Trainer:
         saved = load_resume_state(self.resume_path)
         try:
             self.model.load_state_dict(saved["model"])
-            self.optimizer.load_state_dict(saved["optimizer"])
-            self.scheduler.load_state_dict(saved["scheduler"])
+            for optimizer, state in zip(self.optimizers, saved["optimizers"], strict=True):
+                optimizer.load_state_dict(state)
+            for scheduler, state in zip(self.schedulers, saved["schedulers"], strict=True):
+                scheduler.load_state_dict(state)
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(
                 f"{self.resume_path}: does not match this model or config ({str(exc).splitlines()[0]}); "
@@ -219,12 +243,14 @@ class Trainer:
                     f"loss became {loss.item()} at epoch {state.epoch + 1} step {state.step_in_epoch}; "
                     "lower train.lr or set train.clip_norm"
                 )
-            self.optimizer.zero_grad(set_to_none=True)
+            for optimizer in self.optimizers:
+                optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if config.clip_norm:
+            if config.clip_norm and self.params:  # dense gradients only; sparse rows are not clipped
                 torch.nn.utils.clip_grad_norm_(self.params, config.clip_norm)
-            self.optimizer.step()
-            self.scheduler.step()
+            for optimizer, scheduler in zip(self.optimizers, self.schedulers, strict=True):
+                optimizer.step()
+                scheduler.step()
             state.step_in_epoch += 1
             state.global_step += 1
             state.epoch_loss_sum += loss.item()
