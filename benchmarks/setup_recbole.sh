@@ -7,7 +7,7 @@
 # block; benchmarks/recbole_shims.py stands in for the module-level imports of tensorboard and pandas.
 #
 #   bash benchmarks/setup_recbole.sh               # what benchmarks.run needs
-#   bash benchmarks/setup_recbole.sh --end-to-end  # + pandas, for RecBole's own data pipeline (end_to_end.py)
+#   bash benchmarks/setup_recbole.sh --end-to-end  # + pandas and tensorboard, for RecBole's own pipeline (end_to_end.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
@@ -17,7 +17,7 @@ fi
 benchmarks/.venv/bin/pip install --no-deps recbole==1.2.1
 benchmarks/.venv/bin/pip install --no-deps colorlog==4.7.2 texttable
 if [ "${1:-}" = "--end-to-end" ]; then
-    benchmarks/.venv/bin/pip install pandas
+    benchmarks/.venv/bin/pip install pandas tensorboard
 fi
 benchmarks/.venv/bin/python -c "from benchmarks.recbole_shims import import_residual_block; import_residual_block()"
 echo "RecBole ready: benchmarks/.venv/bin/python -m benchmarks.run"
