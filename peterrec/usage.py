@@ -15,7 +15,7 @@ from peterrec.config import DataConfig
 from peterrec.errors import DataError
 from peterrec.metrics import history_columns
 from peterrec.nextitem_data import load_next_item_data, read_user_sequences
-from peterrec.pretrain import evaluate_model
+from peterrec.pretrain import NextItemModel, evaluate_model
 from peterrec.run import BaseRun, FinetunedRun, load_backbone, load_run
 from peterrec.tasks import build_task
 from peterrec.tasks.base import input_matrix
@@ -78,10 +78,7 @@ def recommend_lines(run_dir: Path, user_ids: list[str], input_path, top_k: int, 
     if isinstance(run, FinetunedRun) and run.task_type == "coldrec":
         scores, vocab = run.model(inputs), run.target_vocab
     else:
-        model = run.model if isinstance(run, BaseRun) else run.base.model
-        if isinstance(run, FinetunedRun):
-            model = type(model)(run.model.backbone, run.model.head.output, run.config.data.max_len)
-        scores = model.next_item_scores(inputs)
+        scores = next_item_model(run).next_item_scores(inputs)
         vocab = run.vocab if isinstance(run, BaseRun) else run.base.vocab
         scores = _exclude(scores, history_columns(inputs, scores.shape[1]))
     k = min(top_k, scores.shape[1])
@@ -89,6 +86,13 @@ def recommend_lines(run_dir: Path, user_ids: list[str], input_path, top_k: int, 
     for user, vals, cols in zip(users, values.tolist(), columns.tolist(), strict=True):
         items = vocab.decode([c + NUM_SPECIAL_TOKENS for c in cols])
         yield json.dumps({"user": user, "items": items, "scores": [round(v, 5) for v in vals]})
+
+
+def next_item_model(run: BaseRun | FinetunedRun) -> NextItemModel:
+    """The next-item scorer of a pretrain run or of a finetuned ``nextitem`` run (its own output layer)."""
+    if isinstance(run, BaseRun):
+        return run.model
+    return NextItemModel(run.model.backbone, run.model.head.output, run.config.data.max_len)
 
 
 def _exclude(scores: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
@@ -108,7 +112,7 @@ def embed_users(run_dir: Path, input_path: str, out: Path, backbone=None) -> int
     if isinstance(run, FinetunedRun) and run.task_type != "nextitem":
         vectors = run.model.user_representation(inputs)
     else:
-        model = run.model if isinstance(run, BaseRun) else run.base.model
+        model = next_item_model(run)
         vectors = model.backbone(model.model_input(inputs))[:, -1]
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, vectors.float().numpy())
