@@ -33,6 +33,7 @@ class Sizes:
     large_channels: int = 64
     large_steps: int = 200
     large_samples: int = 1024
+    device: str = "cpu"
     notes: list[str] = field(default_factory=list)
 
     @classmethod
@@ -55,25 +56,36 @@ class Sizes:
         )
 
 
-def timed(fn: Callable[[], object], warmup: int, repeats: int) -> float:
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work, so a timer read afterwards covers it (a no-op on CPU)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], warmup: int, repeats: int, device: str = "cpu") -> float:
     """Median seconds of ``fn()`` after ``warmup`` untimed calls."""
-    return interleaved({"_": fn}, warmup, repeats)["_"]
+    return interleaved({"_": fn}, warmup, repeats, device)["_"]
 
 
-def interleaved(fns: dict[str, Callable[[], object]], warmup: int, repeats: int) -> dict[str, float]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], warmup: int, repeats: int, device: str = "cpu"
+) -> dict[str, float]:
     """Median seconds of each function, timed round-robin (A B C A B C ...).
 
     Interleaving makes the ratios between the functions fair on a machine whose speed drifts (thermal
-    limits, other load): every function sees the same mix of good and bad moments.
+    limits, other load): every function sees the same mix of good and bad moments. On a GPU each call
+    is synchronised before the clock stops.
     """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
+    synchronize(device)
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
+            synchronize(device)
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in samples.items()}
 
@@ -99,11 +111,11 @@ def pretrain_step_flops(sizes: Sizes, channels: int) -> float:
     return 3.0 * forward
 
 
-def matmul_peak(n: int, dtype: torch.dtype, warmup: int = 2, repeats: int = 7) -> float:
+def matmul_peak(n: int, dtype: torch.dtype, device: str = "cpu", warmup: int = 2, repeats: int = 7) -> float:
     """Achieved GFLOP/s of an n×n by n×n matmul in ``dtype`` (2·n³ FLOPs): the practical peak."""
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    seconds = timed(lambda: torch.mm(a, b), warmup, repeats)
+    a = torch.randn(n, n).to(device=device, dtype=dtype)
+    b = torch.randn(n, n).to(device=device, dtype=dtype)
+    seconds = timed(lambda: torch.mm(a, b), warmup, repeats, device)
     return 2.0 * n**3 / seconds / 1e9
 
 
@@ -129,6 +141,7 @@ def machine() -> dict[str, object]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
 
 

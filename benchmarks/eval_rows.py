@@ -31,13 +31,16 @@ def _ranking_run(sizes: Sizes, vocab: int, channels: int):
     torch.manual_seed(0)
     backbone = NextItNet(vocab, channels, sizes.dilations, sizes.kernel_size, causal=True).eval()
     output = ItemOutput(vocab, channels).eval()
+    device = torch.device(sizes.device)
+    backbone.to(device)
+    output.to(device)
     histories, targets = _histories(sizes, vocab)
 
     def scorer(hist: torch.Tensor) -> torch.Tensor:
         return output(backbone(hist)[:, -1])
 
     def run() -> None:
-        rank_targets(scorer, histories, targets, batch_size=sizes.eval_batch, device=torch.device("cpu"))
+        rank_targets(scorer, histories, targets, batch_size=sizes.eval_batch, device=device)
 
     return run
 
@@ -47,7 +50,7 @@ def eval_rows(sizes: Sizes) -> list[dict]:
     channels = sizes.channels[0]
     for vocab in sizes.eval_vocabs:
         run = _ranking_run(sizes, vocab, channels)
-        seconds = timed(run, warmup=1, repeats=max(3, sizes.repeats // 3))
+        seconds = timed(run, warmup=1, repeats=max(3, sizes.repeats // 3), device=sizes.device)
         rows.append(
             {
                 "row": "5. full-ranking eval",

@@ -24,6 +24,7 @@ from peterrec import NUM_SPECIAL_TOKENS
 from peterrec.backbone import NextItNet
 from peterrec.finetune import TransferModel, apply_strategy
 from peterrec.heads import ClassifierHead
+from peterrec.trainer import dense_adam
 
 STRATEGIES = ("peterrec", "fine_all", "fine_cls")
 PATCH_RATIO = 0.25
@@ -59,11 +60,13 @@ def _strategy_step(sizes: Sizes, channels: int, strategy: str):
     backbone = NextItNet(sizes.vocab, channels, sizes.dilations, sizes.kernel_size, causal=True)
     model = TransferModel(backbone, ClassifierHead(channels, sizes.finetune_classes))
     report = apply_strategy(model, strategy, insertion="serial", ratio=PATCH_RATIO, train_norms="ln2", seed=0)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model.to(sizes.device)
+    optimizer = dense_adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     high = sizes.vocab + NUM_SPECIAL_TOKENS
     seqs = torch.randint(NUM_SPECIAL_TOKENS, high, (sizes.batch, sizes.length), generator=generator)
     labels = torch.randint(0, sizes.finetune_classes, (sizes.batch,), generator=generator)
+    seqs, labels = seqs.to(sizes.device), labels.to(sizes.device)
 
     def step() -> None:
         loss = F.cross_entropy(model(seqs), labels)
@@ -79,7 +82,8 @@ def finetune_rows(sizes: Sizes) -> list[dict]:
     rows = []
     for channels in sorted(sizes.channels, reverse=True):
         built = {name: _strategy_step(sizes, channels, name) for name in STRATEGIES}
-        seconds = interleaved({name: b[0] for name, b in built.items()}, sizes.warmup, sizes.repeats)
+        steps = {name: b[0] for name, b in built.items()}
+        seconds = interleaved(steps, sizes.warmup, sizes.repeats, sizes.device)
         base_time = seconds["fine_all"]
         base_bytes = adam_state_bytes(built["fine_all"][1])
         base_flops = sum(flop_breakdown(sizes, channels, "fine_all").values())

@@ -22,16 +22,20 @@ import time
 
 import torch
 
+from benchmarks.common import synchronize
 from peterrec import NUM_SPECIAL_TOKENS
 from peterrec.backbone import NextItNet
 from peterrec.objectives import ItemOutput, LogUniformSampler, autoregressive_batch, pretrain_loss
+from peterrec.trainer import dense_adam
 
 
 def _supports(cls: type, argument: str) -> bool:
     return argument in inspect.signature(cls).parameters
 
 
-def run(items: int, channels: int, steps: int, batch: int, length: int, samples: int, warmup: int) -> dict:
+def run(
+    items: int, channels: int, steps: int, batch: int, length: int, samples: int, warmup: int, device: str
+) -> dict:
     torch.manual_seed(0)
     sparse_backbone = _supports(NextItNet, "sparse_embedding")
     sparse_output = _supports(ItemOutput, "sparse")
@@ -39,6 +43,8 @@ def run(items: int, channels: int, steps: int, batch: int, length: int, samples:
     output_kwargs = {"sparse": True} if sparse_output else {}
     backbone = NextItNet(items, channels, **backbone_kwargs)
     output = ItemOutput(items, channels, **output_kwargs)
+    backbone.to(device)
+    output.to(device)
     params = [*backbone.parameters(), *output.parameters()]
     sampler = LogUniformSampler(items)
     generator = torch.Generator().manual_seed(0)
@@ -46,7 +52,7 @@ def run(items: int, channels: int, steps: int, batch: int, length: int, samples:
     # Zipf-like ids (log-uniform over the frequency-ordered vocabulary), as a real click log would give.
     def batch_ids() -> torch.Tensor:
         columns = sampler.sample(batch * (length + 1), generator).view(batch, length + 1)
-        return columns + NUM_SPECIAL_TOKENS
+        return (columns + NUM_SPECIAL_TOKENS).to(device)
 
     def loss_of(seqs: torch.Tensor) -> torch.Tensor:
         inputs, targets = autoregressive_batch(seqs)
@@ -65,7 +71,7 @@ def run(items: int, channels: int, steps: int, batch: int, length: int, samples:
     loss_of(batch_ids()).backward()
     sparse = [p for p in params if p.grad is not None and p.grad.is_sparse]
     dense = [p for p in params if not (p.grad is not None and p.grad.is_sparse)]
-    optimizers = [torch.optim.Adam(dense, lr=1e-3)]
+    optimizers: list[torch.optim.Optimizer] = [dense_adam(dense, lr=1e-3)]
     if sparse:
         optimizers.append(torch.optim.SparseAdam(sparse, lr=1e-3))
 
@@ -79,6 +85,7 @@ def run(items: int, channels: int, steps: int, batch: int, length: int, samples:
         loss.backward()
         for optimizer in optimizers:
             optimizer.step()
+        synchronize(device)
         if i >= warmup:
             times.append(time.perf_counter() - start)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
@@ -91,6 +98,8 @@ def run(items: int, channels: int, steps: int, batch: int, length: int, samples:
         "steps": steps,
         "median_step_s": statistics.median(times),
         "peak_rss_gib": peak_kib / 2**20,
+        "peak_cuda_gib": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None,
+        "device": device,
         "sparse_embedding": sparse_backbone,
         "sparse_output": sparse_output,
         "sparse_params": sum(p.numel() for p in sparse),
@@ -107,10 +116,20 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=50)
     parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     print(
         json.dumps(
-            run(args.items, args.channels, args.steps, args.batch, args.length, args.samples, args.warmup)
+            run(
+                args.items,
+                args.channels,
+                args.steps,
+                args.batch,
+                args.length,
+                args.samples,
+                args.warmup,
+                args.device,
+            )
         )
     )
 

@@ -24,6 +24,7 @@ from benchmarks.common import Sizes, interleaved, matmul_peak, pretrain_step_flo
 from peterrec import NUM_SPECIAL_TOKENS
 from peterrec.backbone import NextItNet
 from peterrec.objectives import ItemOutput, autoregressive_batch, full_softmax_loss
+from peterrec.trainer import dense_adam
 
 
 def import_recbole_block():
@@ -56,19 +57,24 @@ def _batch(sizes: Sizes) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     high = sizes.vocab + NUM_SPECIAL_TOKENS
     seqs = torch.randint(NUM_SPECIAL_TOKENS, high, (sizes.batch, sizes.length + 1), generator=generator)
-    return autoregressive_batch(seqs)
+    inputs, targets = autoregressive_batch(seqs)
+    return inputs.to(sizes.device), targets.to(sizes.device)
 
 
 def our_step(sizes: Sizes, channels: int, bf16: bool = False) -> Callable[[], None]:
-    """One pretraining step of our NextItNet + ItemOutput (full softmax on every position)."""
+    """One pretraining step as ``peterrec pretrain`` takes it: NextItNet + ItemOutput, full softmax on
+    every position, the trainer's Adam (fused where torch has it)."""
     torch.manual_seed(0)
     backbone = NextItNet(sizes.vocab, channels, sizes.dilations, sizes.kernel_size, causal=True)
     output = ItemOutput(sizes.vocab, channels)
-    optimizer = torch.optim.Adam([*backbone.parameters(), *output.parameters()], lr=1e-3)
+    backbone.to(sizes.device)
+    output.to(sizes.device)
+    optimizer = dense_adam([*backbone.parameters(), *output.parameters()], lr=1e-3)
     inputs, targets = _batch(sizes)
+    device_type = torch.device(sizes.device).type
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
             loss = full_softmax_loss(output, backbone(inputs), targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -78,9 +84,11 @@ def our_step(sizes: Sizes, channels: int, bf16: bool = False) -> Callable[[], No
 
 
 def recbole_step(block_cls, sizes: Sizes, channels: int) -> Callable[[], None]:
-    """One pretraining step of RecBole's residual stack with the identical embedding, output and loss."""
+    """One pretraining step of RecBole's residual stack with the identical embedding, output and loss,
+    stepped by ``torch.optim.Adam`` with its defaults, as RecBole's trainer does."""
     torch.manual_seed(0)
     model = RecBoleStack(block_cls, sizes.vocab, channels, sizes.dilations, sizes.kernel_size)
+    model.to(sizes.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     inputs, targets = _batch(sizes)
     columns = (targets - NUM_SPECIAL_TOKENS).reshape(-1)
@@ -95,12 +103,29 @@ def recbole_step(block_cls, sizes: Sizes, channels: int) -> Callable[[], None]:
     return step
 
 
-def pretrain_rows(sizes: Sizes) -> list[dict]:
-    """Rows 1-3: tokens/s (ours fp32, ours bf16, RecBole fp32), GFLOP/s and share of the matmul peaks."""
-    peaks = {
-        "fp32": matmul_peak(sizes.matmul_n, torch.float32),
-        "bf16": matmul_peak(sizes.matmul_n, torch.bfloat16),
+def _skipped(config: str, why: str) -> dict:
+    return {
+        "row": "1-2. pretrain step",
+        "config": config,
+        "measure": "tokens/s",
+        "value": "skipped",
+        "ratio": "",
+        "note": why,
     }
+
+
+def pretrain_rows(sizes: Sizes) -> list[dict]:
+    """Rows 1-3: tokens/s (ours fp32, ours bf16, RecBole fp32), GFLOP/s and share of the matmul peaks.
+
+    bf16 is timed only where the bf16 matmul is at least as fast as fp32: a CPU without native bf16
+    instructions (AVX512-BF16, AMX) emulates it tens of times slower, and timing that would measure the
+    emulation, not the model. The skipped row says so, with both peaks.
+    """
+    peaks = {
+        "fp32": matmul_peak(sizes.matmul_n, torch.float32, sizes.device),
+        "bf16": matmul_peak(sizes.matmul_n, torch.bfloat16, sizes.device),
+    }
+    native_bf16 = peaks["bf16"] >= peaks["fp32"]
     rows = [
         {
             "row": "3. matmul peak",
@@ -108,19 +133,21 @@ def pretrain_rows(sizes: Sizes) -> list[dict]:
             "measure": "GFLOP/s",
             "value": round(gflops, 1),
             "ratio": "",
-            "note": "torch.mm, median",
+            "note": "torch.mm, median" + ("" if native_bf16 or dtype == "fp32" else "; no native bf16 here"),
         }
         for dtype, gflops in peaks.items()
     ]
     block_cls, why_not = import_recbole_block()
     tokens = sizes.batch * sizes.length
     for channels in sizes.channels:
-        steps = {"ours fp32": our_step(sizes, channels), "ours bf16": our_step(sizes, channels, bf16=True)}
+        shape = f"C={channels}, B×L={sizes.batch}×{sizes.length}, V={sizes.vocab}"
+        steps = {"ours fp32": our_step(sizes, channels)}
+        if native_bf16:
+            steps["ours bf16"] = our_step(sizes, channels, bf16=True)
         if block_cls is not None:
             steps["RecBole fp32"] = recbole_step(block_cls, sizes, channels)
-        seconds = interleaved(steps, sizes.warmup, sizes.repeats)
+        seconds = interleaved(steps, sizes.warmup, sizes.repeats, sizes.device)
         flops = pretrain_step_flops(sizes, channels)
-        shape = f"C={channels}, B×L={sizes.batch}×{sizes.length}, V={sizes.vocab}"
         base = seconds.get("RecBole fp32")
         for name, secs in seconds.items():
             dtype = name.split()[-1]
@@ -148,15 +175,13 @@ def pretrain_rows(sizes: Sizes) -> list[dict]:
                     "note": f"{flops / 1e9:.3f} GFLOP/step (analytic, fwd×3)",
                 }
             )
-        if block_cls is None:
-            rows.append(
-                {
-                    "row": "1. pretrain step",
-                    "config": f"RecBole fp32, C={channels}",
-                    "measure": "tokens/s",
-                    "value": "skipped",
-                    "ratio": "",
-                    "note": f"RecBole not importable ({why_not}); run benchmarks/setup_recbole.sh",
-                }
+        if not native_bf16:
+            why = (
+                f"bf16 matmul {peaks['bf16']:.1f} GFLOP/s < fp32 {peaks['fp32']:.1f}: this CPU has no native "
+                "bf16 (AVX512-BF16/AMX), timing it would measure the emulation"
             )
+            rows.append(_skipped(f"ours bf16, {shape}", why))
+        if block_cls is None:
+            why = f"RecBole not importable ({why_not}); run benchmarks/setup_recbole.sh"
+            rows.append(_skipped(f"RecBole fp32, {shape}", why))
     return rows

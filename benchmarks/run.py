@@ -54,6 +54,7 @@ def large_vocab_rows(sizes: Sizes, timeout: float) -> list[dict]:
         f"--length={sizes.length}",
         f"--samples={sizes.large_samples}",
         f"--warmup={min(sizes.warmup, 3)}",
+        f"--device={sizes.device}",
     ]
     config = f"V={sizes.large_vocab:,}, C={sizes.large_channels}, B×L={sizes.batch}×{sizes.length}"
     try:
@@ -91,6 +92,21 @@ def large_vocab_rows(sizes: Sizes, timeout: float) -> list[dict]:
             "ratio": f"{fits} {MEMORY_LIMIT_GIB:.0f} GiB",
             "note": "ru_maxrss of the child process",
         },
+    ] + _cuda_memory_row(result, config)
+
+
+def _cuda_memory_row(result: dict, config: str) -> list[dict]:
+    if result.get("peak_cuda_gib") is None:
+        return []
+    return [
+        {
+            "row": "6. large-vocab pretrain",
+            "config": config,
+            "measure": "peak CUDA GiB",
+            "value": round(result["peak_cuda_gib"], 2),
+            "ratio": "",
+            "note": "torch.cuda.max_memory_allocated",
+        }
     ]
 
 
@@ -121,6 +137,11 @@ def main(argv: list[str] | None = None) -> None:
         "--only", default=",".join(ROW_GROUPS), help=f"comma-separated subset of {', '.join(ROW_GROUPS)}"
     )
     parser.add_argument("--out", default="benchmarks/results", help="folder for the .md and .json results")
+    parser.add_argument(
+        "--device", default="cpu", choices=("cpu", "cuda"), help="where every row runs (RecBole's too)"
+    )
+    parser.add_argument("--channels", help="comma-separated channel sizes (default 64,256)")
+    parser.add_argument("--batch", type=int, help="sequences per step (default 64)")
     args = parser.parse_args(argv)
     groups = [g.strip() for g in args.only.split(",") if g.strip()]
     unknown = sorted(set(groups) - set(ROW_GROUPS))
@@ -130,6 +151,17 @@ def main(argv: list[str] | None = None) -> None:
         _reexec_in_venv()
 
     sizes = Sizes.quick() if args.quick else Sizes()
+    sizes.device = args.device
+    if args.channels:
+        sizes.channels = tuple(int(c) for c in args.channels.split(","))
+    if args.batch:
+        sizes.batch = args.batch
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            parser.error("--device cuda, but torch sees no CUDA GPU")
+        # Strict fp32 for both sides: cuDNN convolutions (RecBole's) default to TF32, matmuls (ours) do not.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     rows = run(groups, sizes)
     table = markdown_table(
         HEADER, [[r[key] for key in ("row", "config", "measure", "value", "ratio", "note")] for r in rows]

@@ -15,7 +15,7 @@ if [ ! -x benchmarks/.venv/bin/python ]; then
     "$PYTHON" -m venv --system-site-packages benchmarks/.venv
 fi
 benchmarks/.venv/bin/pip install --no-deps recbole==1.2.1
-benchmarks/.venv/bin/pip install --no-deps colorlog==4.7.2 texttable
+benchmarks/.venv/bin/pip install --no-deps colorlog==4.7.2 colorama texttable
 if [ "${1:-}" = "--end-to-end" ]; then
     benchmarks/.venv/bin/pip install pandas tensorboard
 fi

@@ -15,7 +15,6 @@ import logging
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from peterrec import NUM_SPECIAL_TOKENS, PAD
@@ -36,8 +35,106 @@ def receptive_field(dilations: Sequence[int], kernel_size: int) -> int:
     return 1 + (kernel_size - 1) * sum(3 * d for d in dilations)
 
 
+def tap_shifts(kernel_size: int, dilation: int, causal: bool) -> tuple[int, ...]:
+    """How far back each tap of a dilated convolution reads: tap j at output t reads input t - shifts[j].
+
+    Causal: ``((k-1)·d, ..., d, 0)``, the last tap is the current position. Non-causal: centred, so the
+    shifts run from ``(k-1)·d/2`` down to ``-(k-1)·d/2`` (negative shifts read later positions).
+    """
+    span = (kernel_size - 1) * dilation
+    first = span if causal else span // 2
+    return tuple(first - j * dilation for j in range(kernel_size))
+
+
+def _shifted_ranges(shift: int, length: int) -> tuple[slice, slice]:
+    """(destination, source) position slices for ``dest[t] = source[t - shift]`` inside one sequence."""
+    shift = max(-length, min(length, shift))
+    if shift >= 0:
+        return slice(shift, length), slice(0, length - shift)
+    return slice(0, length + shift), slice(-shift, length)
+
+
+def gather_taps(x: torch.Tensor, shifts: Sequence[int]) -> torch.Tensor:
+    """(B, L, C) -> (B, L, k, C): tap j holds x shifted by ``shifts[j]`` positions, zeros shifted in."""
+    batch, length, channels = x.shape
+    taps = x.new_empty(batch, length, len(shifts), channels)
+    for j, shift in enumerate(shifts):
+        dest, source = _shifted_ranges(shift, length)
+        taps[:, dest, j] = x[:, source]
+        taps[:, : dest.start, j] = 0
+        taps[:, dest.stop :, j] = 0
+    return taps
+
+
+def scatter_taps(grad_taps: torch.Tensor, shifts: Sequence[int]) -> torch.Tensor:
+    """The adjoint of :func:`gather_taps`: (B, L, k, C) -> (B, L, C), each tap's gradient shifted back."""
+    batch, length, _, channels = grad_taps.shape
+    # Start from an unshifted tap when there is one (always for odd or causal kernels): one copy, no fill.
+    first = shifts.index(0) if 0 in shifts else None
+    if first is None:
+        grad_x = grad_taps.new_zeros(batch, length, channels)
+    else:
+        grad_x = grad_taps[:, :, first].clone(memory_format=torch.contiguous_format)
+    for j, shift in enumerate(shifts):
+        if j == first:
+            continue
+        dest, source = _shifted_ranges(shift, length)
+        grad_x[:, source] += grad_taps[:, dest, j]
+    return grad_x
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype autocast would run a matmul in here (its lower precision when enabled, else x's)."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
+class _DilatedConvFunction(torch.autograd.Function):
+    """``taps(x) @ weight.T + bias`` with a hand-written backward.
+
+    Autograd's version of the same computation (pad, k slices, concatenation, linear) zero-fills a padded
+    gradient buffer and copies through every slice and the concatenation in backward. Here the gradient
+    of the input is one matmul and k - 1 shifted in-place additions, and weight/bias gradients are
+    computed only when those tensors require them (frozen layers skip them).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, shifts):
+        dtype = _compute_dtype(x)
+        batch, length, channels = x.shape
+        taps = gather_taps(x.to(dtype), shifts).view(batch * length, -1)
+        weight_c, bias_c = weight.to(dtype), bias.to(dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            out = torch.addmm(bias_c, taps, weight_c.t())
+        ctx.save_for_backward(taps, weight_c)
+        ctx.shifts, ctx.shape = shifts, (batch, length, channels)
+        ctx.input_dtype = x.dtype
+        return out.view(batch, length, -1)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        taps, weight = ctx.saved_tensors
+        batch, length, channels = ctx.shape
+        grad = grad_out.reshape(batch * length, -1).to(weight.dtype)
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_taps = (grad @ weight).view(batch, length, len(ctx.shifts), channels)
+            grad_x = scatter_taps(grad_taps, ctx.shifts).to(ctx.input_dtype)
+        if ctx.needs_input_grad[1]:
+            grad_weight = grad.t() @ taps
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0)
+        return grad_x, grad_weight, grad_bias, None
+
+
 class DilatedConv1d(nn.Module):
-    """A 1-D dilated convolution on (B, L, C) input; causal pads left only, non-causal pads both sides."""
+    """A 1-D dilated convolution on (B, L, C) input; causal reads only the past, non-causal is centred.
+
+    Positions outside the sequence read zeros (the same as zero padding of (k-1)·d on the left when
+    causal, half of it on each side otherwise).
+    """
 
     def __init__(self, channels: int, kernel_size: int, dilation: int, causal: bool):
         super().__init__()
@@ -46,17 +143,30 @@ class DilatedConv1d(nn.Module):
         self.kernel_size = kernel_size
         self.dilation = dilation
         self.causal = causal
-        span = (kernel_size - 1) * dilation
-        self.padding = (span, 0) if causal else (span // 2, span // 2)
+        self.shifts = tap_shifts(kernel_size, dilation, causal)
         # weight[:, j*C:(j+1)*C] is tap j; tap kernel_size-1 is the current position when causal.
         self.weight = nn.Parameter(trunc_normal_(torch.empty(channels, kernel_size * channels)))
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        length = x.shape[1]
-        padded = F.pad(x, (0, 0, *self.padding))
-        taps = [padded[:, j * self.dilation : j * self.dilation + length] for j in range(self.kernel_size)]
-        return F.linear(torch.cat(taps, dim=-1), self.weight, self.bias)
+        return _DilatedConvFunction.apply(x, self.weight, self.bias, self.shifts)
+
+
+def mask_padding(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """Zero the pad positions of ``x`` (B, L, C); ``keep=None`` means there are none."""
+    return x if keep is None else x * keep
+
+
+def padding_mask(seqs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """(B, L, 1) with 1 at real items and 0 at [PAD], or None when no position is [PAD].
+
+    Full batches (every window of a long user, the benchmarks) then skip the mask multiplications and
+    their backward entirely; the outputs are the same either way.
+    """
+    real = seqs != PAD
+    if bool(real.all()):
+        return None
+    return real.unsqueeze(-1).to(dtype)
 
 
 class ResidualBlock(nn.Module):
@@ -69,9 +179,10 @@ class ResidualBlock(nn.Module):
         self.conv2 = DilatedConv1d(channels, kernel_size, 2 * dilation, causal)
         self.ln2 = nn.LayerNorm(channels, eps=1e-8)
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.ln1(self.conv1(x))) * keep
-        h = torch.relu(self.ln2(self.conv2(h))) * keep
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """``keep`` is (B, L, 1), 1 at real positions and 0 at [PAD]; None when the batch has no padding."""
+        h = mask_padding(torch.relu(self.ln1(self.conv1(x))), keep)
+        h = mask_padding(torch.relu(self.ln2(self.conv2(h))), keep)
         return x + h
 
 
@@ -122,8 +233,8 @@ class NextItNet(nn.Module):
             )
 
     def forward(self, seqs: torch.Tensor) -> torch.Tensor:
-        keep = (seqs != PAD).unsqueeze(-1).to(self.item_embedding.weight.dtype)
-        x = self.item_embedding(seqs) * keep
+        keep = padding_mask(seqs, self.item_embedding.weight.dtype)
+        x = mask_padding(self.item_embedding(seqs), keep)
         for block in self.blocks:
             x = block(x, keep)
         return x
@@ -140,4 +251,15 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
-__all__ = ["NextItNet", "ResidualBlock", "DilatedConv1d", "count_parameters", "trunc_normal_"]
+__all__ = [
+    "NextItNet",
+    "ResidualBlock",
+    "DilatedConv1d",
+    "count_parameters",
+    "gather_taps",
+    "mask_padding",
+    "padding_mask",
+    "scatter_taps",
+    "tap_shifts",
+    "trunc_normal_",
+]

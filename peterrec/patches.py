@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from peterrec.backbone import DilatedConv1d, NextItNet, ResidualBlock, trunc_normal_
+from peterrec.backbone import DilatedConv1d, NextItNet, ResidualBlock, mask_padding, trunc_normal_
 
 INSERTIONS = ("serial", "parallel", "block_parallel")
 PARALLEL_FORMS = ("residual", "original")
@@ -112,8 +112,8 @@ class BlockParallelPatch(nn.Module):
         self.block = block
         self.branch = branch
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        return self.block(x, keep) + self.branch(x) * keep
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        return self.block(x, keep) + mask_padding(self.branch(x), keep)
 
 
 # Wrapper class -> attribute holding the wrapped original module (its keys lose this level in base names).

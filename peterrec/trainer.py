@@ -95,11 +95,21 @@ def sparse_tables(model: nn.Module) -> set[int]:
     return {id(m.weight) for m in tables}
 
 
+def dense_adam(params: list[nn.Parameter], lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam, with torch's fused single-kernel step wherever it exists for the parameters' device.
+
+    The fused step updates every tensor in one pass instead of a Python loop of elementwise ops: 4x faster
+    on CPU for a C=64 NextItNet (docs/performance.md). It computes the same update up to float rounding.
+    """
+    fused = {p.device.type for p in params} <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
+
+
 def make_optimizers(dense: list, sparse: list, config: TrainConfig) -> list[torch.optim.Optimizer]:
     """Adam for dense parameters; SparseAdam (lazy: only touched rows update) for sparse tables."""
-    optimizers = []
+    optimizers: list[torch.optim.Optimizer] = []
     if dense:
-        optimizers.append(torch.optim.Adam(dense, lr=config.lr, weight_decay=config.weight_decay))
+        optimizers.append(dense_adam(dense, lr=config.lr, weight_decay=config.weight_decay))
     if sparse:
         if config.weight_decay:
             raise ConfigError("train.weight_decay must be 0 with sparse embeddings (SparseAdam has none)")
