@@ -21,7 +21,7 @@ if [ -n "$WHEELS" ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/bench-site "$WHEELS"/*.whl
     export PYTHONPATH="/tmp/bench-site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/install.log" 2>&1 || cat "$OUT/install.log"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # peterrec and benchmarks from this checkout
 nvidia-smi -L | tee "$OUT/machine.log"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/machine.log"
 
@@ -32,15 +32,15 @@ step() {  # step NAME COMMAND...: log to OUT/NAME.log, print its wall time
     echo "[$name: exit $?, $((SECONDS - start)) s]"
 }
 
-step tests python3 -m pytest -q -m gpu -p no:cacheprovider tests/
-step bench python3 -m benchmarks.run --device cuda --out "$OUT"
-step bench-large-batch python3 -m benchmarks.run --device cuda --only pretrain,finetune --batch 1024 \
+step tests timeout 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/
+step bench timeout 200 python3 -m benchmarks.run --device cuda --out "$OUT"
+step bench-large-batch timeout 150 python3 -m benchmarks.run --device cuda --only pretrain,finetune --batch 1024 \
     --channels 256,1024 --out "$OUT"
 
 if [ -f data/external/ml-100k/ml-100k.inter ]; then
     for precision in fp32 bf16; do
         for seed in 0 1 2; do
-            step "ml100k-$precision-$seed" peterrec pretrain -c configs/pretrain/ml100k_autoregressive.yaml \
+            step "ml100k-$precision-$seed" timeout 90 python3 -m peterrec pretrain -c configs/pretrain/ml100k_autoregressive.yaml \
                 --out "$OUT/runs/ml100k-$precision-$seed" --set train.device=cuda --set train.progress=false \
                 --set train.precision=$precision --set train.seed=$seed
             python3 - "$OUT/runs/ml100k-$precision-$seed/manifest.json" "$precision" "$seed" <<'PY' | tee -a "$OUT/ml100k.tsv"
