@@ -23,7 +23,7 @@ class Sizes:
     dilations: tuple[int, ...] = (1, 4) * 4
     kernel_size: int = 3
     warmup: int = 3
-    repeats: int = 15
+    repeats: int = 25
     matmul_n: int = 2048
     finetune_classes: int = 2
     eval_users: int = 2048
@@ -70,7 +70,15 @@ def timed(fn: Callable[[], object], warmup: int, repeats: int, device: str = "cp
 def interleaved(
     fns: dict[str, Callable[[], object]], warmup: int, repeats: int, device: str = "cpu"
 ) -> dict[str, float]:
-    """Median seconds of each function, timed round-robin (A B C A B C ...).
+    """Median seconds of each function, timed round-robin (see :func:`interleaved_samples`)."""
+    samples = interleaved_samples(fns, warmup, repeats, device)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def interleaved_samples(
+    fns: dict[str, Callable[[], object]], warmup: int, repeats: int, device: str = "cpu"
+) -> dict[str, list[float]]:
+    """Seconds of every timed call of each function, timed round-robin (A B C A B C ...).
 
     Interleaving makes the ratios between the functions fair on a machine whose speed drifts (thermal
     limits, other load): every function sees the same mix of good and bad moments. On a GPU each call
@@ -87,7 +95,13 @@ def interleaved(
             fn()
             synchronize(device)
             samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return samples
+
+
+def spread(values: list[float]) -> str:
+    """Median and interquartile range in ms, so a reader sees how noisy the machine was."""
+    q1, median, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
+    return f"{median * 1e3:.2f} ms/step (IQR {q1 * 1e3:.1f}–{q3 * 1e3:.1f})"
 
 
 # ------------------------------------------------------------------------------------------------- FLOPs

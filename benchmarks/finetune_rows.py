@@ -16,10 +16,12 @@ fine_all's FLOPs; the Adam step over the frozen backbone disappears as well.
 
 from __future__ import annotations
 
+import statistics
+
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import Sizes, conv_flops, interleaved
+from benchmarks.common import Sizes, conv_flops, interleaved_samples, spread
 from peterrec import NUM_SPECIAL_TOKENS
 from peterrec.backbone import NextItNet
 from peterrec.finetune import TransferModel, apply_strategy
@@ -83,7 +85,8 @@ def finetune_rows(sizes: Sizes) -> list[dict]:
     for channels in sorted(sizes.channels, reverse=True):
         built = {name: _strategy_step(sizes, channels, name) for name in STRATEGIES}
         steps = {name: b[0] for name, b in built.items()}
-        seconds = interleaved(steps, sizes.warmup, sizes.repeats, sizes.device)
+        samples = interleaved_samples(steps, sizes.warmup, sizes.repeats, sizes.device)
+        seconds = {name: statistics.median(values) for name, values in samples.items()}
         base_time = seconds["fine_all"]
         base_bytes = adam_state_bytes(built["fine_all"][1])
         base_flops = sum(flop_breakdown(sizes, channels, "fine_all").values())
@@ -100,7 +103,8 @@ def finetune_rows(sizes: Sizes) -> list[dict]:
                     "measure": "ms/step",
                     "value": round(seconds[name] * 1e3, 2),
                     "ratio": f"{seconds[name] / base_time:.2f}× fine_all time",
-                    "note": f"GFLOP {split}; analytic {total / base_flops:.2f}× fine_all",
+                    "note": f"{spread(samples[name])}; GFLOP {split}; "
+                    f"analytic {total / base_flops:.2f}× fine_all",
                 }
             )
             rows.append(

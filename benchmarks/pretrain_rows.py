@@ -14,13 +14,14 @@ dilation 1, 2, 4, 8, repeated four times (RecBole's shipped default is ``block_n
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import Sizes, interleaved, matmul_peak, pretrain_step_flops
+from benchmarks.common import Sizes, interleaved_samples, matmul_peak, pretrain_step_flops, spread
 from peterrec import NUM_SPECIAL_TOKENS
 from peterrec.backbone import NextItNet
 from peterrec.objectives import ItemOutput, autoregressive_batch, full_softmax_loss
@@ -146,7 +147,8 @@ def pretrain_rows(sizes: Sizes) -> list[dict]:
             steps["ours bf16"] = our_step(sizes, channels, bf16=True)
         if block_cls is not None:
             steps["RecBole fp32"] = recbole_step(block_cls, sizes, channels)
-        seconds = interleaved(steps, sizes.warmup, sizes.repeats, sizes.device)
+        samples = interleaved_samples(steps, sizes.warmup, sizes.repeats, sizes.device)
+        seconds = {name: statistics.median(values) for name, values in samples.items()}
         flops = pretrain_step_flops(sizes, channels)
         base = seconds.get("RecBole fp32")
         for name, secs in seconds.items():
@@ -161,7 +163,7 @@ def pretrain_rows(sizes: Sizes) -> list[dict]:
                     "measure": "tokens/s",
                     "value": round(tokens / secs, 1),
                     "ratio": ratio.lstrip("; "),
-                    "note": f"{secs * 1e3:.2f} ms/step",
+                    "note": spread(samples[name]),
                 }
             )
             achieved = flops / secs / 1e9

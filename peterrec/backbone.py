@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from peterrec import NUM_SPECIAL_TOKENS, PAD
@@ -46,40 +47,42 @@ def tap_shifts(kernel_size: int, dilation: int, causal: bool) -> tuple[int, ...]
     return tuple(first - j * dilation for j in range(kernel_size))
 
 
-def _shifted_ranges(shift: int, length: int) -> tuple[slice, slice]:
-    """(destination, source) position slices for ``dest[t] = source[t - shift]`` inside one sequence."""
-    shift = max(-length, min(length, shift))
-    if shift >= 0:
-        return slice(shift, length), slice(0, length - shift)
-    return slice(0, length + shift), slice(-shift, length)
+def _check_shifts(shifts: Sequence[int]) -> tuple[int, int]:
+    """(dilation, span) of tap shifts that step down evenly through 0, as :func:`tap_shifts` makes them."""
+    dilation = shifts[0] - shifts[1] if len(shifts) > 1 else 1
+    evenly = all(a - b == dilation for a, b in zip(shifts, shifts[1:], strict=False))
+    if dilation < 1 or not evenly or 0 not in shifts:
+        raise ValueError(f"tap shifts must step down evenly through 0, got {tuple(shifts)}")
+    return dilation, shifts[0] - shifts[-1]
 
 
 def gather_taps(x: torch.Tensor, shifts: Sequence[int]) -> torch.Tensor:
-    """(B, L, C) -> (B, L, k, C): tap j holds x shifted by ``shifts[j]`` positions, zeros shifted in."""
-    batch, length, channels = x.shape
-    taps = x.new_empty(batch, length, len(shifts), channels)
-    for j, shift in enumerate(shifts):
-        dest, source = _shifted_ranges(shift, length)
-        taps[:, dest, j] = x[:, source]
-        taps[:, : dest.start, j] = 0
-        taps[:, dest.stop :, j] = 0
-    return taps
+    """(B, L, C) -> (B, L, k, C): tap j holds x shifted by ``shifts[j]`` positions, zeros shifted in.
+
+    One pad and one copy: the taps are a strided view of the padded input (a window of span + 1 positions
+    at every t, every ``dilation``-th of them), made contiguous in tap-major order.
+    """
+    dilation, span = _check_shifts(shifts)
+    padded = F.pad(x, (0, 0, shifts[0], -shifts[-1]))
+    return padded.unfold(1, span + 1, 1)[..., ::dilation].transpose(2, 3).contiguous()
 
 
 def scatter_taps(grad_taps: torch.Tensor, shifts: Sequence[int]) -> torch.Tensor:
-    """The adjoint of :func:`gather_taps`: (B, L, k, C) -> (B, L, C), each tap's gradient shifted back."""
-    batch, length, _, channels = grad_taps.shape
-    # Start from an unshifted tap when there is one (always for odd or causal kernels): one copy, no fill.
-    first = shifts.index(0) if 0 in shifts else None
-    if first is None:
-        grad_x = grad_taps.new_zeros(batch, length, channels)
-    else:
-        grad_x = grad_taps[:, :, first].clone(memory_format=torch.contiguous_format)
+    """The adjoint of :func:`gather_taps`: (B, L, k, C) -> (B, L, C), each tap's gradient shifted back.
+
+    Starts from the unshifted tap (one copy, no zero fill) and adds the others in place.
+    """
+    _check_shifts(shifts)
+    length = grad_taps.shape[1]
+    centre = shifts.index(0)
+    grad_x = grad_taps[:, :, centre].clone(memory_format=torch.contiguous_format)
     for j, shift in enumerate(shifts):
-        if j == first:
-            continue
-        dest, source = _shifted_ranges(shift, length)
-        grad_x[:, source] += grad_taps[:, dest, j]
+        if j == centre or abs(shift) >= length:
+            continue  # the unshifted tap is already in; a tap shifted past the sequence reads only zeros
+        if shift > 0:
+            grad_x[:, : length - shift] += grad_taps[:, shift:, j]
+        else:
+            grad_x[:, -shift:] += grad_taps[:, : length + shift, j]
     return grad_x
 
 

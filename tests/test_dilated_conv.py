@@ -55,6 +55,12 @@ def test_tap_shifts():
     assert tap_shifts(2, 1, causal=True) == (1, 0)
 
 
+@pytest.mark.parametrize("shifts", [(3, 1, -1), (0, 1), (2, 1, 1)])
+def test_uneven_or_off_centre_shifts_are_refused(shifts):
+    with pytest.raises(ValueError, match="step down evenly through 0"):
+        gather_taps(torch.zeros(1, 4, 2), shifts)
+
+
 def test_scatter_is_the_adjoint_of_gather():
     # <gather(x), y> == <x, scatter(y)> for every x, y: the backward is the exact transpose of the forward.
     torch.manual_seed(1)
