@@ -24,6 +24,7 @@ import torch
 
 from benchmarks.common import synchronize
 from peterrec import NUM_SPECIAL_TOKENS
+from peterrec.allocator import tune_cpu_allocator
 from peterrec.backbone import NextItNet
 from peterrec.objectives import ItemOutput, LogUniformSampler, autoregressive_batch, pretrain_loss
 from peterrec.trainer import dense_adam
@@ -108,6 +109,7 @@ def run(
 
 
 def main() -> None:
+    tune_cpu_allocator()  # as the peterrec command line does, for both sides of every comparison
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--channels", type=int, default=64)

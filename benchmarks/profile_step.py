@@ -13,9 +13,11 @@ from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.common import Sizes
 from benchmarks.pretrain_rows import import_recbole_block, our_step, recbole_step
+from peterrec.allocator import tune_cpu_allocator
 
 
 def main() -> None:
+    tune_cpu_allocator()  # as the peterrec command line does, for both sides of every comparison
     parser = argparse.ArgumentParser(description="profile one pretraining step")
     parser.add_argument("--channels", type=int, default=256)
     parser.add_argument("--batch", type=int, default=64)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import Sizes, machine, markdown_table
+from peterrec.allocator import tune_cpu_allocator
 
 ROW_GROUPS = ("pretrain", "finetune", "eval", "large")
 VENV_PYTHON = Path(__file__).resolve().parent / ".venv" / "bin" / "python"
@@ -131,6 +132,7 @@ def run(groups: list[str], sizes: Sizes) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    tune_cpu_allocator()  # as the peterrec command line does, for both sides of every comparison
     parser = argparse.ArgumentParser(description="peterrec benchmark suite: prints one markdown table")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, few iterations: a smoke test")
     parser.add_argument(

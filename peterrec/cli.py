@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from peterrec.allocator import tune_cpu_allocator
 from peterrec.errors import PeterRecError
 
 logger = logging.getLogger("peterrec")
@@ -34,6 +35,7 @@ class FriendlyGroup(click.Group):
 def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """Pretrain NextItNet backbones and transfer them with model patches (PeterRec)."""
     ctx.obj = {"debug": debug}
+    tune_cpu_allocator()
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
