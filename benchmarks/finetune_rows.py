@@ -76,7 +76,22 @@ def _strategy_step(sizes: Sizes, channels: int, strategy: str):
         loss.backward()
         optimizer.step()
 
+    step.saved_bytes = lambda: saved_activation_bytes(lambda: F.cross_entropy(model(seqs), labels))
     return step, optimizer, report
+
+
+def saved_activation_bytes(forward) -> int:
+    """Bytes autograd keeps alive for the backward of ``forward()`` (each storage counted once)."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        forward()
+    return sum(storages.values())
 
 
 def finetune_rows(sizes: Sizes) -> list[dict]:
@@ -89,6 +104,7 @@ def finetune_rows(sizes: Sizes) -> list[dict]:
         seconds = {name: statistics.median(values) for name, values in samples.items()}
         base_time = seconds["fine_all"]
         base_bytes = adam_state_bytes(built["fine_all"][1])
+        base_saved = built["fine_all"][0].saved_bytes()
         base_flops = sum(flop_breakdown(sizes, channels, "fine_all").values())
         for name in STRATEGIES:
             _, optimizer, report = built[name]
@@ -105,6 +121,17 @@ def finetune_rows(sizes: Sizes) -> list[dict]:
                     "ratio": f"{seconds[name] / base_time:.2f}× fine_all time",
                     "note": f"{spread(samples[name])}; GFLOP {split}; "
                     f"analytic {total / base_flops:.2f}× fine_all",
+                }
+            )
+            saved = built[name][0].saved_bytes()
+            rows.append(
+                {
+                    "row": "4. saved activations",
+                    "config": f"{name}, C={channels}, B×L={sizes.batch}×{sizes.length}",
+                    "measure": "MB",
+                    "value": round(saved / 1e6, 1),
+                    "ratio": f"{saved / base_saved:.3f}× fine_all" if base_saved else "",
+                    "note": "storages autograd keeps for backward (parameters included)",
                 }
             )
             rows.append(

@@ -111,7 +111,8 @@ class _DilatedConvFunction(torch.autograd.Function):
         weight_c, bias_c = weight.to(dtype), bias.to(dtype)
         with torch.autocast(x.device.type, enabled=False):
             out = torch.addmm(bias_c, taps, weight_c.t())
-        ctx.save_for_backward(taps, weight_c)
+        # The taps are only needed for the weight gradient: a frozen conv keeps B·L·k·C fewer floats alive.
+        ctx.save_for_backward(taps if ctx.needs_input_grad[1] else None, weight_c)
         ctx.shifts, ctx.shape = shifts, (batch, length, channels)
         ctx.input_dtype = x.dtype
         return out.view(batch, length, -1)
