@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -96,6 +97,17 @@ def interleaved_samples(
             synchronize(device)
             samples[name].append(time.perf_counter() - start)
     return samples
+
+
+def ratio_ci(numerator: list[float], denominator: list[float], draws: int = 2000) -> tuple[float, float]:
+    """Bootstrap 95% interval of median(numerator) / median(denominator), resampling each side's timings."""
+    rng = random.Random(0)
+    ratios = sorted(
+        statistics.median(rng.choices(numerator, k=len(numerator)))
+        / statistics.median(rng.choices(denominator, k=len(denominator)))
+        for _ in range(draws)
+    )
+    return ratios[int(0.025 * draws)], ratios[int(0.975 * draws) - 1]
 
 
 def spread(values: list[float]) -> str:

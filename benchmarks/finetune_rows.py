@@ -21,7 +21,7 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import Sizes, conv_flops, interleaved_samples, spread
+from benchmarks.common import Sizes, conv_flops, interleaved_samples, ratio_ci, spread
 from peterrec import NUM_SPECIAL_TOKENS
 from peterrec.backbone import NextItNet
 from peterrec.finetune import TransferModel, apply_strategy
@@ -110,6 +110,7 @@ def finetune_rows(sizes: Sizes) -> list[dict]:
             _, optimizer, report = built[name]
             state = adam_state_bytes(optimizer)
             flops = flop_breakdown(sizes, channels, name)
+            low, high = ratio_ci(samples[name], samples["fine_all"])
             total = sum(flops.values())
             split = ", ".join(f"{key} {value / 1e9:.3f}" for key, value in flops.items())
             rows.append(
@@ -118,7 +119,7 @@ def finetune_rows(sizes: Sizes) -> list[dict]:
                     "config": f"{name}, C={channels}, B×L={sizes.batch}×{sizes.length}",
                     "measure": "ms/step",
                     "value": round(seconds[name] * 1e3, 2),
-                    "ratio": f"{seconds[name] / base_time:.2f}× fine_all time",
+                    "ratio": f"{seconds[name] / base_time:.2f}× fine_all time (95% CI {low:.2f}–{high:.2f})",
                     "note": f"{spread(samples[name])}; GFLOP {split}; "
                     f"analytic {total / base_flops:.2f}× fine_all",
                 }
