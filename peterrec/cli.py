@@ -163,7 +163,7 @@ def inspect(run_dir: str, as_json: bool) -> None:
 @main.command()
 @click.option("--out", type=click.Path(), default="checkpoints/demo", help="Where the demo runs go.")
 def demo(out: str) -> None:
-    """The whole pipeline on the bundled sample data (about a minute on CPU)."""
+    """The whole pipeline on the bundled sample data (1–2 minutes on a 2-core CPU)."""
     from peterrec.demo import run_demo
 
     run_demo(Path(out))

@@ -1,4 +1,4 @@
-"""`peterrec demo`: the pipeline on the bundled generated sample, small enough for a minute on CPU."""
+"""`peterrec demo`: the pipeline on the bundled generated sample, 1–2 minutes on a 2-core CPU."""
 
 from __future__ import annotations
 
