@@ -23,8 +23,8 @@ def tune_cpu_allocator() -> bool:
 
     By default glibc serves large blocks with fresh ``mmap`` pages and hands them back on free, so every
     activation and gradient of a training step page-faults its memory in again: measured 17,000 minor
-    faults and ~90 ms of kernel time per C=256 pretraining step on the project's CPU machine, ~2,000 and
-    ~15 ms after this call (docs/performance.md). Blocks under 32 MiB then come from the heap, and up to
+    faults and ~90 ms of kernel time per C=256 pretraining step on the project's CPU machine, ~700 and
+    ~16 ms after this call (docs/performance.md). Blocks under 32 MiB then come from the heap, and up to
     1 GiB of freed heap is kept for reuse, so the resident size stays near the run's peak instead of
     shrinking between steps. Only process-wide allocator settings change, never any result.
 

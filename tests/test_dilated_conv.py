@@ -49,6 +49,14 @@ def test_matches_conv1d_forward_and_backward(causal, kernel_size, dilation, leng
         assert torch.allclose(got, want, atol=1e-12)
 
 
+def test_double_backward_is_refused_not_silently_wrong():
+    conv = DilatedConv1d(4, 3, 1, causal=True)
+    x = torch.randn(2, 5, 4, requires_grad=True)
+    (grad,) = torch.autograd.grad(conv(x).pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|twice"):
+        grad.sum().backward()
+
+
 def test_tap_shifts():
     assert tap_shifts(3, 4, causal=True) == (8, 4, 0)
     assert tap_shifts(3, 4, causal=False) == (4, 0, -4)
