@@ -72,7 +72,11 @@ def interleaved(
     fns: dict[str, Callable[[], object]], warmup: int, repeats: int, device: str = "cpu"
 ) -> dict[str, float]:
     """Median seconds of each function, timed round-robin (see :func:`interleaved_samples`)."""
-    samples = interleaved_samples(fns, warmup, repeats, device)
+    return medians(interleaved_samples(fns, warmup, repeats, device))
+
+
+def medians(samples: dict[str, list[float]]) -> dict[str, float]:
+    """The median of each function's timings."""
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

@@ -16,12 +16,13 @@ fine_all's FLOPs; the Adam step over the frozen backbone disappears as well.
 
 from __future__ import annotations
 
-import statistics
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import Sizes, conv_flops, interleaved_samples, ratio_ci, spread
+from benchmarks.common import Sizes, conv_flops, interleaved_samples, medians, ratio_ci, spread
 from peterrec import NUM_SPECIAL_TOKENS
 from peterrec.backbone import NextItNet
 from peterrec.finetune import TransferModel, apply_strategy
@@ -57,7 +58,16 @@ def adam_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     )
 
 
-def _strategy_step(sizes: Sizes, channels: int, strategy: str):
+class StrategyStep(NamedTuple):
+    """One strategy's timed step, with what it trains and the activation bytes its backward keeps."""
+
+    step: Callable[[], None]
+    optimizer: torch.optim.Optimizer
+    report: object
+    saved_bytes: int
+
+
+def _strategy_step(sizes: Sizes, channels: int, strategy: str) -> StrategyStep:
     torch.manual_seed(0)
     backbone = NextItNet(sizes.vocab, channels, sizes.dilations, sizes.kernel_size, causal=True)
     model = TransferModel(backbone, ClassifierHead(channels, sizes.finetune_classes))
@@ -76,8 +86,8 @@ def _strategy_step(sizes: Sizes, channels: int, strategy: str):
         loss.backward()
         optimizer.step()
 
-    step.saved_bytes = lambda: saved_activation_bytes(lambda: F.cross_entropy(model(seqs), labels))
-    return step, optimizer, report
+    saved = saved_activation_bytes(lambda: F.cross_entropy(model(seqs), labels))
+    return StrategyStep(step, optimizer, report, saved)
 
 
 def saved_activation_bytes(forward) -> int:
@@ -99,15 +109,15 @@ def finetune_rows(sizes: Sizes) -> list[dict]:
     rows = []
     for channels in sorted(sizes.channels, reverse=True):
         built = {name: _strategy_step(sizes, channels, name) for name in STRATEGIES}
-        steps = {name: b[0] for name, b in built.items()}
+        steps = {name: b.step for name, b in built.items()}
         samples = interleaved_samples(steps, sizes.warmup, sizes.repeats, sizes.device)
-        seconds = {name: statistics.median(values) for name, values in samples.items()}
+        seconds = medians(samples)
         base_time = seconds["fine_all"]
-        base_bytes = adam_state_bytes(built["fine_all"][1])
-        base_saved = built["fine_all"][0].saved_bytes()
+        base_bytes = adam_state_bytes(built["fine_all"].optimizer)
+        base_saved = built["fine_all"].saved_bytes
         base_flops = sum(flop_breakdown(sizes, channels, "fine_all").values())
         for name in STRATEGIES:
-            _, optimizer, report = built[name]
+            _, optimizer, report, saved = built[name]
             state = adam_state_bytes(optimizer)
             flops = flop_breakdown(sizes, channels, name)
             low, high = ratio_ci(samples[name], samples["fine_all"])
@@ -124,7 +134,6 @@ def finetune_rows(sizes: Sizes) -> list[dict]:
                     f"analytic {total / base_flops:.2f}× fine_all",
                 }
             )
-            saved = built[name][0].saved_bytes()
             rows.append(
                 {
                     "row": "4. saved activations",

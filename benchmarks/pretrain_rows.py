@@ -14,14 +14,21 @@ dilation 1, 2, 4, 8, repeated four times (RecBole's shipped default is ``block_n
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import Sizes, interleaved_samples, matmul_peak, pretrain_step_flops, ratio_ci, spread
+from benchmarks.common import (
+    Sizes,
+    interleaved_samples,
+    matmul_peak,
+    medians,
+    pretrain_step_flops,
+    ratio_ci,
+    spread,
+)
 from peterrec import NUM_SPECIAL_TOKENS
 from peterrec.backbone import NextItNet
 from peterrec.objectives import ItemOutput, autoregressive_batch, full_softmax_loss
@@ -118,31 +125,31 @@ def _skipped(config: str, why: str) -> dict:
 PROBE_N = 512
 
 
-def has_native_bf16(device: str) -> bool:
-    """Whether bf16 matmuls run in hardware here: always on CUDA; on a CPU, when a 512² bf16 matmul is at
-    least half as fast as fp32 (emulation is hundreds of times slower, AVX512-BF16 and AMX several times
-    faster)."""
-    if device.startswith("cuda"):
-        return True
-    probe = {
-        dtype: matmul_peak(PROBE_N, dtype, device, warmup=1, repeats=3)
-        for dtype in (torch.float32, torch.bfloat16)
-    }
-    return probe[torch.bfloat16] >= 0.5 * probe[torch.float32]
+def bf16_peak(sizes: Sizes) -> tuple[float, int, bool]:
+    """(GFLOP/s, matrix size, native) of the bf16 matmul peak.
+
+    bf16 is native here always on CUDA, and on a CPU when a 512² bf16 matmul is at least half as fast as
+    fp32 (emulation is hundreds of times slower, AVX512-BF16 and AMX several times faster). Emulated bf16
+    runs a 2048² matmul for about a minute, so the probe's figure then stands in for the peak.
+    """
+    if sizes.device.startswith("cuda"):
+        return matmul_peak(sizes.matmul_n, torch.bfloat16, sizes.device), sizes.matmul_n, True
+    probe_fp32 = matmul_peak(PROBE_N, torch.float32, sizes.device, warmup=1, repeats=3)
+    probe_bf16 = matmul_peak(PROBE_N, torch.bfloat16, sizes.device, warmup=1, repeats=3)
+    if probe_bf16 < 0.5 * probe_fp32:
+        return probe_bf16, PROBE_N, False
+    return matmul_peak(sizes.matmul_n, torch.bfloat16, sizes.device), sizes.matmul_n, True
 
 
 def pretrain_rows(sizes: Sizes) -> list[dict]:
     """Rows 1-3: tokens/s (ours fp32, ours bf16, RecBole fp32), GFLOP/s and share of the matmul peaks.
 
-    bf16 is timed only where bf16 matmuls run in hardware (:func:`has_native_bf16`): a CPU without AVX512-BF16
+    bf16 is timed only where bf16 matmuls run in hardware (:func:`bf16_peak`): a CPU without AVX512-BF16
     or AMX emulates them hundreds of times slower, and timing that would measure the emulation, not the model.
     The skipped row says so, with both peaks.
     """
     peaks = {"fp32": matmul_peak(sizes.matmul_n, torch.float32, sizes.device)}
-    native_bf16 = has_native_bf16(sizes.device)
-    # Emulated bf16 runs a 2048² matmul for about a minute: the probe's figure stands in for its peak.
-    bf16_n = sizes.matmul_n if native_bf16 else PROBE_N
-    peaks["bf16"] = matmul_peak(bf16_n, torch.bfloat16, sizes.device)
+    peaks["bf16"], bf16_n, native_bf16 = bf16_peak(sizes)
     rows = [
         {
             "row": "3. matmul peak",
@@ -164,7 +171,7 @@ def pretrain_rows(sizes: Sizes) -> list[dict]:
         if block_cls is not None:
             steps["RecBole fp32"] = recbole_step(block_cls, sizes, channels)
         samples = interleaved_samples(steps, sizes.warmup, sizes.repeats, sizes.device)
-        seconds = {name: statistics.median(values) for name, values in samples.items()}
+        seconds = medians(samples)
         flops = pretrain_step_flops(sizes, channels)
         base = seconds.get("RecBole fp32")
         for name, secs in seconds.items():
