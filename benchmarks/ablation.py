@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 import benchmarks.pretrain_rows as pretrain_rows
-import peterrec.backbone as backbone
+import peterrec.model.backbone as backbone
 from benchmarks.common import Sizes, interleaved_samples, machine, markdown_table
 from peterrec import PAD
 from peterrec.allocator import tune_cpu_allocator

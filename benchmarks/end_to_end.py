@@ -40,7 +40,7 @@ def run_ours(cap: float, work: Path, extra: list[str]) -> dict:
     command = [
         sys.executable,
         "-c",
-        "from peterrec.cli import main; main()",
+        "from peterrec.commands.cli import main; main()",
         "pretrain",
         "-c",
         str(OUR_CONFIG),

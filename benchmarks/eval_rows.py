@@ -12,9 +12,9 @@ import torch
 
 from benchmarks.common import Sizes, timed
 from peterrec import NUM_SPECIAL_TOKENS, PAD
-from peterrec.backbone import NextItNet
-from peterrec.evaluation import rank_targets
-from peterrec.objectives import ItemOutput
+from peterrec.evaluation.ranking import rank_targets
+from peterrec.model.backbone import NextItNet
+from peterrec.model.item_encoder import ItemOutput
 
 
 def _histories(sizes: Sizes, vocab: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,9 @@ of the 16 convs over L+1 positions, P = those of the 16 serial patches, h = C/4)
 
 With P = F·(2·C·h)/(k·C²) = F/6 at k = 3, h = C/4, peterrec needs (F + P + 15/16·F + P + P)/(3F) ≈ 0.81 of
 fine_all's FLOPs; the Adam step over the frozen backbone disappears as well.
+
+``lora`` (the ``adapter`` strategy with LoRA rank 8 on every conv) adds per conv ``x @ A_j.T`` for the k taps
+and ``B`` (2·(k·r·C + r·C) FLOPs per position) to F, and its weight gradients are those of A and B only.
 """
 
 from __future__ import annotations
@@ -24,13 +27,21 @@ import torch.nn.functional as F
 
 from benchmarks.common import Sizes, conv_flops, interleaved_samples, medians, ratio_ci, spread
 from peterrec import NUM_SPECIAL_TOKENS
-from peterrec.backbone import NextItNet
-from peterrec.finetune import TransferModel, apply_strategy
-from peterrec.heads import ClassifierHead
-from peterrec.trainer import dense_adam
+from peterrec.model.backbone import NextItNet
+from peterrec.model.heads import ClassifierHead
+from peterrec.model.transfer import TransferModel, apply_strategy
+from peterrec.training.trainer import dense_adam
 
-STRATEGIES = ("peterrec", "fine_all", "fine_cls")
 PATCH_RATIO = 0.25
+LORA_RANK = 8
+# name -> (strategy, apply_strategy options)
+VARIANTS = {
+    "peterrec": ("peterrec", {"insertion": "serial", "ratio": PATCH_RATIO, "train_norms": "ln2"}),
+    "lora": ("adapter", {"adapter": "lora", "rank": LORA_RANK}),
+    "fine_all": ("fine_all", {}),
+    "fine_cls": ("fine_cls", {}),
+}
+STRATEGIES = tuple(VARIANTS)
 
 
 def flop_breakdown(sizes: Sizes, channels: int, strategy: str) -> dict[str, float]:
@@ -45,6 +56,11 @@ def flop_breakdown(sizes: Sizes, channels: int, strategy: str) -> dict[str, floa
     if strategy == "peterrec":
         first_conv = conv / num_convs
         return {"forward": conv + patch, "input_grad": conv - first_conv + patch, "weight_grad": patch}
+    if strategy == "lora":
+        k, r = sizes.kernel_size, LORA_RANK
+        lora = num_convs * 2.0 * sizes.batch * positions * (k * r * channels + r * channels)
+        first_conv = conv / num_convs
+        return {"forward": conv + lora, "input_grad": conv - first_conv + lora, "weight_grad": lora}
     return {"forward": conv, "input_grad": 0.0, "weight_grad": 0.0}
 
 
@@ -71,7 +87,8 @@ def _strategy_step(sizes: Sizes, channels: int, strategy: str) -> StrategyStep:
     torch.manual_seed(0)
     backbone = NextItNet(sizes.vocab, channels, sizes.dilations, sizes.kernel_size, causal=True)
     model = TransferModel(backbone, ClassifierHead(channels, sizes.finetune_classes))
-    report = apply_strategy(model, strategy, insertion="serial", ratio=PATCH_RATIO, train_norms="ln2", seed=0)
+    name, options = VARIANTS[strategy]
+    report = apply_strategy(model, name, seed=0, **options)
     model.to(sizes.device)
     optimizer = dense_adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     generator = torch.Generator().manual_seed(0)

@@ -25,9 +25,11 @@ import torch
 from benchmarks.common import synchronize
 from peterrec import NUM_SPECIAL_TOKENS
 from peterrec.allocator import tune_cpu_allocator
-from peterrec.backbone import NextItNet
-from peterrec.objectives import ItemOutput, LogUniformSampler, autoregressive_batch, pretrain_loss
-from peterrec.trainer import dense_adam
+from peterrec.model.backbone import NextItNet
+from peterrec.model.item_encoder import ItemOutput
+from peterrec.training.objectives import autoregressive_batch, pretrain_loss
+from peterrec.training.samplers import LogUniformSampler
+from peterrec.training.trainer import dense_adam
 
 
 def _supports(cls: type, argument: str) -> bool:

@@ -30,9 +30,10 @@ from benchmarks.common import (
     spread,
 )
 from peterrec import NUM_SPECIAL_TOKENS
-from peterrec.backbone import NextItNet
-from peterrec.objectives import ItemOutput, autoregressive_batch, full_softmax_loss
-from peterrec.trainer import dense_adam
+from peterrec.model.backbone import NextItNet
+from peterrec.model.item_encoder import ItemOutput
+from peterrec.training.objectives import autoregressive_batch, full_softmax_loss
+from peterrec.training.trainer import dense_adam
 
 
 def import_recbole_block():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from peterrec.synthetic import generate_sample  # noqa: E402
+from peterrec.data.synthetic import generate_sample  # noqa: E402
 
 SEED = 0
 

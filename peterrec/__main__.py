@@ -1,6 +1,6 @@
 """``python -m peterrec ...``: the same command line as the ``peterrec`` entry point."""
 
-from peterrec.cli import main
+from peterrec.commands.cli import main
 
 if __name__ == "__main__":
     main()

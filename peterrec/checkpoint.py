@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from peterrec.errors import CheckpointError, PeterRecError
 
 PARTIAL_SUFFIX = ".partial"
+RUN_MARKER = ".peterrec-run"  # written into every run directory this toolkit creates
 
 
 def _atomic(path: Path, write) -> None:
@@ -121,8 +122,25 @@ def prepare_run_dir(run_dir: str | Path, resume: bool) -> Path:
         )
     if resume and not (staging / "last.pt").is_file():
         raise CheckpointError(f"{staging}/last.pt: nothing to resume; run without --resume")
-    staging.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        staging.mkdir(parents=True)
+        (staging / RUN_MARKER).write_text("a peterrec run directory\n", encoding="utf-8")
     return staging
+
+
+def check_resume_config(staging: Path, config_text: str) -> None:
+    """Refuse to resume an interrupted run with a config other than the one it was started with."""
+    saved = staging / "config.yaml"
+    if saved.is_file() and saved.read_text(encoding="utf-8") != config_text:
+        raise CheckpointError(
+            f"{saved}: the interrupted run used a different config; resume with the same config and "
+            "--set values, or start a new run with another --out"
+        )
+
+
+def is_own_run(path: Path) -> bool:
+    """Whether ``path`` is a run directory this toolkit created (it holds the run marker)."""
+    return (Path(path) / RUN_MARKER).is_file()
 
 
 def finalize_run_dir(staging: Path, run_dir: Path) -> Path:
@@ -132,33 +150,40 @@ def finalize_run_dir(staging: Path, run_dir: Path) -> Path:
 
 
 def discard_run_dir(staging: Path) -> None:
-    shutil.rmtree(staging, ignore_errors=True)
+    """Remove a run directory this toolkit made; anything else is refused, never deleted."""
+    if not is_own_run(staging):
+        raise CheckpointError(f"{staging}: was not made by peterrec; it is left untouched")
+    shutil.rmtree(staging)
 
 
-def fit_or_discard(trainer, staging: Path, resume: bool):
-    """Run ``trainer.fit``; a user error in a fresh run removes its staging directory again."""
+def fit_or_discard(trainer, staging: Path, resume: bool, owner: bool = True):
+    """Run ``trainer.fit``. A user error in a fresh run removes its staging directory again (it could not be
+    continued: resuming replays the same steps); a resumed run keeps its directory as it was. Only the
+    ``owner`` (rank 0 of a multi-process run) removes it."""
     try:
         return trainer.fit(resume=resume)
-    except PeterRecError:
-        if not resume:
+    except PeterRecError as exc:
+        if resume:
+            raise
+        if owner:
             discard_run_dir(staging)
-        raise
+        raise type(exc)(f"{exc} (the unfinished run {staging} was removed)") from None
 
 
-def read_manifest(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "manifest.json"
-    if not path.is_file():
-        hint = " (the run did not finish; use --resume)" if str(run_dir).endswith(PARTIAL_SUFFIX) else ""
-        raise CheckpointError(f"{path}: not found; {run_dir} is not a complete peterrec run{hint}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: corrupt manifest ({exc})") from None
+def atomic_save_npy(path: str | Path, array) -> None:
+    """``numpy.save`` through a temporary file, so ``path`` is either the old file or the whole new one."""
+    import numpy
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            numpy.save(handle, array, allow_pickle=False)
+
+    _atomic(Path(path), write)
 
 
-def verify_files(run_dir: str | Path, manifest: dict) -> None:
-    """Check every file hash recorded in the manifest; refuse a tampered or truncated run."""
-    for name, expected in manifest.get("sha256", {}).items():
+def verify_files(run_dir: str | Path, hashes: dict[str, str]) -> None:
+    """Check every file hash a manifest recorded; refuse a tampered or truncated run."""
+    for name, expected in hashes.items():
         path = Path(run_dir) / name
         if not path.is_file():
             raise CheckpointError(f"{path}: listed in the manifest but missing")

@@ -2,11 +2,17 @@
 
 YAML 1.1 reads ``1e-3`` as a string; a float field accepts it (and any other number written as text).
 Overrides use dotted paths: ``--set train.lr=3e-4``.
+
+Every numeric field declares its allowed values next to it (:func:`bounded`); :func:`_build` checks them all
+when a section is built, from a file or from ``--set``, so NaN, infinity, a wrong sign or an out-of-range
+value is a one-line error naming the key and the allowed range before anything runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,14 +21,105 @@ from typing import Any, TypeVar
 
 import yaml
 
+from peterrec.choices import (
+    STRATEGIES,
+    ColdRecLoss,
+    DataFormat,
+    Device,
+    EvalProtocol,
+    Objective,
+    Pooling,
+    Precision,
+    SamplerName,
+    Schedule,
+    Softmax,
+    Strategy,
+    TaskType,
+    TrainNorms,
+)
 from peterrec.errors import ConfigError
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+SEED_MAX = 2**32 - 1  # NumPy's legacy seeding range; every seed a run uses stays below torch's limit too
 
 
-def choice(default: Any, *options: Any) -> Any:
-    """A field restricted to ``options`` (validated when the config is built)."""
-    return field(default=default, metadata={"choices": options})
+@dataclass(frozen=True)
+class Bounds:
+    """The allowed values of a numeric field (of each entry of a list field, each value of a mapping field).
+
+    ``None`` for ``low``/``high`` means unbounded on that side; floats must also be finite. ``why`` is a short
+    reason appended to the message.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    why: str = ""
+
+    def allows(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or not (value > self.high or (self.high_open and value == self.high))
+
+    def describe(self, floating: bool, nullable: bool) -> str:
+        """E.g. ``at least 1``, ``a finite number > 0``, ``a finite number in (0, 1]``."""
+        low, high = self.low, self.high
+        if floating:
+            if low is not None and high is not None:
+                left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+                text = f"a finite number in {left}{low:g}, {high:g}{right}"
+            elif low is not None:
+                text = f"a finite number {'>' if self.low_open else '>='} {low:g}"
+            elif high is not None:
+                text = f"a finite number {'<' if self.high_open else '<='} {high:g}"
+            else:
+                text = "a finite number"
+        else:
+            if low is not None and self.low_open:
+                low = int(low) + 1
+            if high is not None and self.high_open:
+                high = int(high) - 1
+            if low is not None and high is not None:
+                text = f"an integer from {int(low)} to {int(high)}"
+            elif low is not None:
+                text = f"at least {int(low)}"
+            elif high is not None:
+                text = f"at most {int(high)}"
+            else:
+                text = "an integer"
+        if nullable:
+            text += " or null"
+        return f"{text} ({self.why})" if self.why else text
+
+
+def bounded(
+    default: Any = dataclasses.MISSING,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    why: str = "",
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A dataclass field with its allowed range; checked by :func:`_build` whenever a config is built."""
+    bounds = Bounds(low, high, low_open, high_open, why)
+    return field(default=default, default_factory=default_factory, metadata={"bounds": bounds})
+
+
+def positive(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    """A float field that must be finite and > 0."""
+    return bounded(default, low=0.0, low_open=True, **kwargs)
+
+
+def at_least(low: int, default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    """An int field that must be >= ``low``."""
+    return bounded(default, low=low, **kwargs)
 
 
 @dataclass
@@ -30,36 +127,40 @@ class DataConfig:
     """Where the click log is and how to read it."""
 
     path: str = "data/sample/source.csv"
-    format: str = choice("auto", "auto", "csv", "tsv", "recbole", "peterrec_lines")
+    format: DataFormat = "auto"
     user_column: str = "user_id"
     item_column: str = "item_id"
     time_column: str | None = "timestamp"
     separator: str | None = None
-    min_length: int = 3
-    max_len: int = 50
+    min_length: int = at_least(1, 3)
+    max_len: int = at_least(2, 50, why="a training window needs an item and at least one more")
+    # pretraining on part of the source users: a fixed random subset (seed 0; smaller fractions are subsets of
+    # larger ones) of the users with at least min_length clicks; the vocabulary is built from the kept users
+    user_fraction: float = bounded(1.0, low=0.0, high=1.0, low_open=True)
 
 
 @dataclass
 class ModelConfig:
-    """NextItNet shape (DESIGN.md "Backbone")."""
+    """NextItNet shape (docs/design.md "Backbone") and how items are represented."""
 
-    channels: int = 64
-    dilations: list[int] = field(default_factory=lambda: [1, 4] * 4)
-    kernel_size: int = 3
+    channels: int = at_least(1, 64)
+    dilations: list[int] = at_least(1, default_factory=lambda: [1, 4] * 4)
+    kernel_size: int = at_least(1, 3)
     causal: bool = True
     sparse_embedding: bool = False  # sparse rows + SparseAdam for the item tables (huge vocabularies)
+    item_encoder: str = "id"  # a registered item encoder (peterrec.model.item_encoder)
 
 
 @dataclass
 class ObjectiveConfig:
     """Pretraining objective and output layer."""
 
-    objective: str = choice("autoregressive", "autoregressive", "masked")
-    mask_ratio: float = 0.3
-    max_masked: int = 30
-    softmax: str = choice("full", "full", "sampled")
-    sampler: str = choice("log_uniform", "uniform", "log_uniform", "popularity")
-    num_samples: int = 100
+    objective: Objective = "autoregressive"
+    mask_ratio: float = bounded(0.3, low=0.0, high=1.0, low_open=True)
+    max_masked: int = at_least(1, 30)
+    softmax: Softmax = "full"
+    sampler: SamplerName = "log_uniform"
+    num_samples: int = at_least(1, 100)
     logq_correction: bool = True
 
 
@@ -67,20 +168,20 @@ class ObjectiveConfig:
 class TrainConfig:
     """Optimisation, early stopping and run bookkeeping."""
 
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = choice("constant", "constant", "cosine", "linear")
-    warmup_steps: int = 0
-    clip_norm: float | None = 5.0
-    patience: int = 3
-    monitor: str = "auto"  # auto: valid/ndcg@10 for ranking, valid/accuracy for profile
-    seed: int = 0
-    device: str = choice("auto", "auto", "cpu", "cuda")
-    precision: str = choice("fp32", "fp32", "bf16")
-    eval_batch_size: int = 256
-    checkpoint_every: int = 0
+    epochs: int = at_least(1, 20)
+    batch_size: int = at_least(1, 64)
+    lr: float = positive(1e-3)
+    weight_decay: float = bounded(0.0, low=0.0)
+    schedule: Schedule = "constant"
+    warmup_steps: int = at_least(0, 0)
+    clip_norm: float | None = positive(5.0)  # null: no clipping
+    patience: int = at_least(1, 3)
+    monitor: str = "auto"  # auto: the task's default (valid/ndcg@10 for ranking, valid/accuracy for profile)
+    seed: int = bounded(0, low=0, high=SEED_MAX)
+    device: Device = "auto"
+    precision: Precision = "fp32"
+    eval_batch_size: int = at_least(1, 256)
+    checkpoint_every: int = at_least(0, 0)
     progress: bool = True
 
 
@@ -107,25 +208,13 @@ class PretrainConfig:
                 f"{source}: objective.objective 'masked' needs model.causal: false "
                 "(a causal model cannot use the context after a masked item); set model.causal: false"
             )
-        positive = {
-            "data.max_len": self.data.max_len,
-            "data.min_length": self.data.min_length,
-            "model.channels": self.model.channels,
-            "model.kernel_size": self.model.kernel_size,
-            "train.epochs": self.train.epochs,
-            "train.batch_size": self.train.batch_size,
-            "train.eval_batch_size": self.train.eval_batch_size,
-            "objective.num_samples": self.objective.num_samples,
-        }
-        for key, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"{source}: {key} must be at least 1, got {value}")
+        # Single values are range-checked when the sections are built (the ``bounded`` fields).
         if self.data.min_length < 3:
             raise ConfigError(
                 f"{source}: data.min_length must be at least 3 for leave-last-out "
                 f"(one training, one validation and one test item), got {self.data.min_length}"
             )
-        if not self.model.dilations or min(self.model.dilations) < 1:
+        if not self.model.dilations:
             raise ConfigError(f"{source}: model.dilations must be a non-empty list of positive integers")
         if not self.model.causal and self.model.kernel_size % 2 == 0:
             raise ConfigError(f"{source}: a non-causal model needs an odd model.kernel_size")
@@ -134,49 +223,76 @@ class PretrainConfig:
                 f"{source}: model.sparse_embedding needs objective.softmax: sampled "
                 "(a full softmax touches every row of the output table)"
             )
-        if not 0.0 < self.objective.mask_ratio <= 1.0:
-            raise ConfigError(f"{source}: objective.mask_ratio must be in (0, 1]")
-        if self.train.lr <= 0:
-            raise ConfigError(f"{source}: train.lr must be positive, got {self.train.lr}")
+        from peterrec.model.item_encoder import ITEM_ENCODERS
+
+        if self.model.item_encoder not in ITEM_ENCODERS:
+            raise ConfigError(
+                f"{source}: model.item_encoder must be one of {', '.join(ITEM_ENCODERS)}, "
+                f"got {self.model.item_encoder!r}"
+            )
         known = {f"valid/{m}@{k}" for m in ("hr", "ndcg", "mrr") for k in (5, 10, 20)} | {"valid/mrr", "auto"}
         if self.train.monitor not in known:
             raise ConfigError(
-                f"{source}: train.monitor '{self.train.monitor}' is not a pretraining metric; "
+                f"{source}: train.monitor {self.train.monitor!r} is not a pretraining metric; "
                 "use e.g. valid/ndcg@10 or valid/hr@10"
             )
-
-
-STRATEGY_NAMES = ("peterrec", "fine_all", "fine_cls", "fine_last1", "fine_last2", "peter_zero", "scratch")
 
 
 @dataclass
 class TaskConfig:
     """The downstream task: what is predicted from a user's source sequence."""
 
-    type: str = choice("profile", "profile", "coldrec", "nextitem")
+    type: TaskType = "profile"
     labels: str | None = None  # profile: CSV/TSV label file or a RecBole .user file
     label_column: str = "gender"
     label_user_column: str = "user_id"
     target: str | None = None  # coldrec: target-domain interactions (same columns as data)
-    loss: str = choice("softmax", "softmax", "bce1")
-    eval: str = choice("full", "full", "sampled-99")
-    split: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    split_seed: int = 0
-    train_fraction: float = 1.0
+    loss: ColdRecLoss = "softmax"
+    eval: EvalProtocol = "full"
+    split: list[float] = bounded(low=0.0, high=1.0, low_open=True, default_factory=lambda: [0.8, 0.1, 0.1])
+    split_seed: int = bounded(0, low=0, high=SEED_MAX)
+    train_fraction: float = bounded(1.0, low=0.0, high=1.0, low_open=True)
 
 
 @dataclass
 class StrategyConfig:
-    """How the pretrained backbone is transferred (DESIGN.md "Strategies")."""
+    """How the pretrained backbone is transferred (docs/design.md "Strategies")."""
 
-    name: str = choice("peterrec", *STRATEGY_NAMES)
-    insertion: str = choice("serial", "serial", "parallel", "block_parallel")
-    parallel_form: str = choice("residual", "residual", "original")
-    ratio: float = 0.25
-    train_norms: str = choice("ln2", "ln2", "none", "all")
-    pooling: str = choice("auto", "auto", "cls_end", "first_last", "mean")
+    name: Strategy = "peterrec"
+    train_norms: TrainNorms = "ln2"
+    pooling: Pooling = "auto"
     train_cls: bool = False
-    lr: dict[str, float] = field(default_factory=dict)  # per-strategy learning rate; else train.lr
+    lr: dict[str, float] = positive(default_factory=dict)  # per-strategy learning rate; else train.lr
+
+
+@dataclass
+class AdapterConfig:
+    """The adapter ``peterrec`` and ``peter_zero`` add: a registered ``kind``, the residual blocks it goes
+    into (``layers``) and that kind's own options, written beside them in YAML
+    (``adapter: {kind: bottleneck, insertion: serial, ratio: 0.25}``) and checked by the kind."""
+
+    kind: str = "bottleneck"
+    layers: str | list[int] = "all"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, values: dict[str, Any], key: str, source: str) -> AdapterConfig:
+        from peterrec.model.adapters import adapter_options
+
+        values = dict(values)
+        kind = values.pop("kind", "bottleneck")
+        layers = values.pop("layers", "all")
+        if not isinstance(kind, str):
+            raise ConfigError(f"{source}: {key}.kind must be an adapter kind name, got {kind!r}")
+        layers = _coerce(layers, str | list[int], f"{key}.layers", source)
+        try:
+            options = adapter_options(kind, values)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{source}: {key}: {exc}") from None
+        return cls(kind, layers, dataclasses.asdict(options))
+
+    def as_yaml(self) -> dict[str, Any]:
+        return {"kind": self.kind, "layers": self.layers, **self.options}
 
 
 @dataclass
@@ -187,6 +303,7 @@ class FinetuneConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(min_length=1))
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    adapter: AdapterConfig = field(default_factory=lambda: AdapterConfig.parse({}, "adapter", "defaults"))
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self, source: str) -> None:
@@ -198,31 +315,49 @@ class FinetuneConfig:
                 f"{source}: task.type 'coldrec' needs task.target (target-domain clicks), "
                 "or data.format: peterrec_lines with 'src...,,tgt...' lines"
             )
-        if len(task.split) != 3 or abs(sum(task.split) - 1.0) > 1e-6 or min(task.split) <= 0:
-            raise ConfigError(f"{source}: task.split must be three positive fractions summing to 1")
-        if not 0.0 < task.train_fraction <= 1.0:
-            raise ConfigError(f"{source}: task.train_fraction must be in (0, 1], got {task.train_fraction}")
-        if not 0.0 < self.strategy.ratio <= 4.0:
-            raise ConfigError(f"{source}: strategy.ratio must be in (0, 4], got {self.strategy.ratio}")
-        unknown = sorted(set(self.strategy.lr) - set(STRATEGY_NAMES))
+        if len(task.split) != 3 or abs(sum(task.split) - 1.0) > 1e-6:
+            raise ConfigError(
+                f"{source}: task.split must be three positive fractions summing to 1 "
+                f"(train, valid, test), got {task.split}"
+            )
+        unknown = sorted(k for k in self.strategy.lr if k not in STRATEGIES and not k.startswith("adapter:"))
         if unknown:
-            raise ConfigError(f"{source}: strategy.lr names unknown strategy '{unknown[0]}'")
+            raise ConfigError(f"{source}: strategy.lr names unknown strategy {unknown[0]!r}")
+        if self.data.user_fraction != 1.0:
+            raise ConfigError(
+                f"{source}: data.user_fraction is for pretraining; finetune on fewer users with "
+                "task.train_fraction (the split stays the same)"
+            )
         if task.type == "nextitem" and self.data.min_length < 3:
             raise ConfigError(f"{source}: task nextitem needs data.min_length >= 3 (leave-last-out)")
-        if self.data.max_len < 2:
-            raise ConfigError(f"{source}: data.max_len must be at least 2")
-
-    def resolved_monitor(self) -> str:
-        """``auto`` picks accuracy or NDCG@10; under ``eval: sampled-99`` ranking names carry that label."""
-        monitor = self.train.monitor
-        if monitor == "auto":
-            monitor = "valid/accuracy" if self.task.type == "profile" else "valid/ndcg@10"
-        if self.task.eval == "sampled-99" and self.task.type == "coldrec" and "sampled99_" not in monitor:
-            monitor = monitor.replace("valid/", "valid/sampled99_", 1)
-        return monitor
 
     def lr_for(self, strategy: str) -> float:
+        """``strategy.lr[strategy]``, else ``train.lr``; the adapter strategy may set one per kind
+        (``strategy.lr: {adapter:prompt: 1e-2}``), which wins over ``strategy.lr.adapter``."""
+        if strategy == "adapter" and f"adapter:{self.adapter.kind}" in self.strategy.lr:
+            return self.strategy.lr[f"adapter:{self.adapter.kind}"]
         return self.strategy.lr.get(strategy, self.train.lr)
+
+
+# 0.1.0 kept the bottleneck options under ``strategy``; they now belong to the ``adapter`` section.
+LEGACY_ADAPTER_KEYS = ("insertion", "ratio", "parallel_form")
+
+
+def translate_legacy(values: dict, source: str) -> dict:
+    """Move 0.1.0's ``strategy.insertion|ratio|parallel_form`` to ``adapter.*`` (files and --set alike)."""
+    strategy = values.get("strategy")
+    if not isinstance(strategy, dict) or not set(LEGACY_ADAPTER_KEYS) & set(strategy):
+        return values
+    adapter = values.setdefault("adapter", {})
+    if not isinstance(adapter, dict):
+        return values
+    for key in LEGACY_ADAPTER_KEYS:
+        if key in strategy:
+            if key in adapter and adapter[key] != strategy[key]:
+                raise ConfigError(f"{source}: strategy.{key} and adapter.{key} disagree; keep adapter.{key}")
+            adapter[key] = strategy.pop(key)
+            logger.debug("%s: strategy.%s is read as adapter.%s (the 0.1.0 name)", source, key, key)
+    return values
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -237,9 +372,19 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
+        if value is None and len(args) < len(typing.get_args(tp)):
             return None
-        return _coerce(value, args[0], key, source)
+        for arg in args[:-1]:  # the first alternative that fits; the last one reports the error
+            try:
+                return _coerce(value, arg, key, source)
+            except ConfigError:
+                pass
+        return _coerce(value, args[-1], key, source)
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{source}: {key} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+        return value
     if origin is list:
         (item_type,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -250,12 +395,14 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
         return {
-            _coerce(k, key_type, key, source): _coerce(v, value_type, f"{key}.{k}", source)
+            _coerce(k, key_type, key, source): _coerce(v, value_type, f"{key}.{_printable(k)}", source)
             for k, v in value.items()
         }
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {key} must be a mapping of settings, got {value!r}")
+        if hasattr(tp, "parse"):  # a section whose keys depend on a registered kind
+            return tp.parse(value, key, source)
         return _build(tp, value, source, prefix=f"{key}.")
     if tp is bool:
         if isinstance(value, bool):
@@ -264,11 +411,11 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             try:
                 return float(value)
+            except OverflowError:  # an int beyond any float
+                return math.inf if value > 0 else -math.inf
             except ValueError:
                 pass
     elif tp is str:
@@ -279,24 +426,82 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     raise ConfigError(f"{source}: {key} must be {_type_name(tp)}, got {value!r}")
 
 
+def _number_type(tp: Any) -> tuple[type | None, bool]:
+    """(int or float, whether None is allowed) of a numeric field hint; list/dict hints give their values'."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _number_type(args[0])[0] if len(args) == 1 else None, len(args) < len(typing.get_args(tp))
+    if origin in (list, dict):
+        return _number_type(typing.get_args(tp)[-1])[0], False
+    return (tp if tp in (int, float) else None), False
+
+
+def _check_bounds(config: Any, hints: dict[str, Any], source: str, prefix: str) -> None:
+    """Every ``bounded`` field of ``config`` (each entry of a list, each value of a mapping) in its range."""
+    for f in dataclasses.fields(config):
+        bounds = f.metadata.get("bounds")
+        if bounds is None:
+            continue
+        number, nullable = _number_type(hints[f.name])
+        value, key = getattr(config, f.name), prefix + f.name
+        if value is None and nullable:
+            continue
+        if isinstance(value, list):
+            entries = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+        elif isinstance(value, dict):
+            entries = [(f"{key}.{_printable(k)}", v) for k, v in value.items()]
+        else:
+            entries = [(key, value)]
+        for name, v in entries:
+            if not bounds.allows(v):
+                raise ConfigError(
+                    f"{source}: {name} must be {bounds.describe(number is float, nullable)}, got {v!r}"
+                )
+
+
+def check_values(config: Any, source: str = "config", prefix: str = "") -> None:
+    """Range-check every ``bounded`` field of an already built config and its sections (e.g. after
+    ``dataclasses.replace`` with a command-line option); a ConfigError naming the first bad key."""
+    _check_bounds(config, typing.get_type_hints(type(config)), source, prefix)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_values(value, source, f"{prefix}{f.name}.")
+
+
 def _build(cls: type[T], values: dict, source: str, prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted(str(k) for k in set(values) - set(fields))  # YAML keys may be numbers or null
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key '{prefix}{unknown[0]}' "
+            f"{source}: unknown key {prefix + unknown[0]!r} "
             f"(known keys under '{prefix or 'top level'}': {', '.join(sorted(fields))})"
         )
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():
-        key = prefix + name
-        coerced = _coerce(value, hints[name], key, source)
-        options = fields[name].metadata.get("choices")
-        if options and coerced not in options:
-            raise ConfigError(f"{source}: {key} must be one of {', '.join(options)}, got {coerced!r}")
-        kwargs[name] = coerced
-    return cls(**kwargs)
+        kwargs[name] = _coerce(value, hints[name], prefix + name, source)
+    config = cls(**kwargs)
+    _check_bounds(config, hints, source, prefix)
+    return config
+
+
+def _printable(key: Any) -> str:
+    """A user-written key as it may appear in a one-line message (control characters escaped)."""
+    text = str(key)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line saying what the YAML parser objected to (its own messages span lines)."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        character = exc.character
+        shown = f"#x{character:04x}" if isinstance(character, int) else repr(character)
+        problem = f"character {shown} is not allowed: {exc.reason}"
+    else:
+        problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc)
+    return " ".join(str(problem).split())
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -309,17 +514,27 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {text!r}: empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
+    except RecursionError:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML (nested too deeply)") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {text!r}: value is not valid YAML ({exc.problem})") from None
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({_yaml_problem(exc)})") from None
     return path, value
 
 
 def _apply_override(values: dict, path: list[str], value: Any) -> None:
+    adapter = values.get("adapter")
+    if (
+        path == ["adapter", "kind"]
+        and isinstance(adapter, dict)
+        and adapter.get("kind", "bottleneck") != value
+    ):
+        # Another kind: the file's options belong to the old one; later --set adapter.* give the new one's.
+        values["adapter"] = {"layers": adapter["layers"]} if "layers" in adapter else {}
     node = values
     for part in path[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {'.'.join(path)}: '{part}' is not a section")
+            raise ConfigError(f"--set {'.'.join(path)!r}: {part!r} is not a section")
         node = child
     node[path[-1]] = value
 
@@ -330,13 +545,21 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found; pass an existing file with -c")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        values = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        if mark is not None:
+            where = f" line {mark.line + 1}"
+        elif isinstance(exc, yaml.reader.ReaderError):
+            where = f" line {text[: exc.position].count(chr(10)) + 1}"
+        else:
+            where = ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({_yaml_problem(exc)})") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
     if values is None:
         return {}
     if not isinstance(values, dict):
@@ -350,6 +573,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     for text in overrides:
         _apply_override(values, *parse_override(text))
     source = str(path) if path is not None else "config"
+    if cls is FinetuneConfig:
+        values = translate_legacy(values, source)
     config = _build(cls, values, source)
     if hasattr(config, "validate"):
         config.validate(source)
@@ -357,8 +582,12 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 
 def config_to_dict(config: Any) -> dict:
-    """Plain nested dict, suitable for YAML and hashing."""
-    return dataclasses.asdict(config)
+    """Plain nested dict, suitable for YAML and hashing (a kind's options beside its ``kind``)."""
+    values = dataclasses.asdict(config)
+    for name, value in vars(config).items():
+        if isinstance(value, AdapterConfig):
+            values[name] = value.as_yaml()
+    return values
 
 
 def dump_config(config: Any) -> str:

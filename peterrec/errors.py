@@ -15,3 +15,8 @@ class DataError(PeterRecError):
 
 class CheckpointError(PeterRecError):
     """A run directory is missing, incomplete, corrupted or does not match."""
+
+
+class TrainingError(PeterRecError):
+    """Training cannot go on with these settings (e.g. the loss became NaN); the message says what to
+    change."""

@@ -1,76 +1,14 @@
-"""Task heads: what a finetuned model puts on top of the user representation (B, C).
+"""Deprecated alias of :mod:`peterrec.model.heads`, kept for 0.1.0 code.
 
-- :class:`ClassifierHead` — user profile prediction (gender, age bucket, ...): logits over K classes.
-- :class:`TargetItemHead` — cross-domain cold start: a new target-item table scored by dot product.
-- :class:`NextItemHead` — same-domain next-item finetuning: reuses the pretrained item softmax layer.
+Import from there or from ``peterrec`` (the public API); this alias goes in 0.3.0."""
 
-Item columns follow the backbone's convention: column j is item id j + 4 (ids 0-3 are special tokens).
-"""
+import warnings
 
-from __future__ import annotations
+from peterrec.model.heads import *  # noqa: F403
+from peterrec.model.heads import ClassifierHead, NextItemHead, TargetItemHead  # noqa: F401
 
-import torch
-from torch import nn
-
-from peterrec.backbone import trunc_normal_
-from peterrec.objectives import ItemOutput
-
-
-class ClassifierHead(nn.Linear):
-    """``Linear(channels, num_classes)``: user representation (B, C) -> class logits (B, K).
-
-    The weight starts trunc-normal (std 0.02) and the bias at zero, like every new layer in this project.
-    """
-
-    def __init__(self, channels: int, num_classes: int):
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
-        super().__init__(channels, num_classes)
-
-    def reset_parameters(self) -> None:
-        trunc_normal_(self.weight)
-        nn.init.zeros_(self.bias)
-
-
-class TargetItemHead(ItemOutput):
-    """A new embedding table for the target domain's items, scored by dot product with the user.
-
-    ``scores = user @ weight.T + bias``; column j is target item id j + 4. The table is separate from the
-    backbone's (source-domain) item embedding, so source and target vocabularies may be disjoint. It is the
-    same layer as the pretraining softmax (``ItemOutput``), sized for the target vocabulary.
-    """
-
-    def __init__(self, channels: int, num_target_items: int):
-        if num_target_items < 1:
-            raise ValueError(f"num_target_items must be positive, got {num_target_items}")
-        super().__init__(num_target_items, channels)
-
-    def scores_for(self, user: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-        """Scores of the requested columns only (bce1 loss, sampled-99 evaluation): (B, C) -> (B, S)."""
-        return self.logits_for(user, columns)
-
-
-class NextItemHead(nn.Module):
-    """Wraps an existing item output layer (e.g. the pretrained ``ItemOutput``) for next-item finetuning.
-
-    ``output`` is any module mapping (B, C) -> (B, num_items); its tensors become the head's
-    (``head.output.*``).
-    """
-
-    def __init__(self, output: nn.Module):
-        super().__init__()
-        self.output = output
-
-    def forward(self, user: torch.Tensor) -> torch.Tensor:
-        """Scores of every item: (B, C) -> (B, num_items)."""
-        return self.output(user)
-
-    def scores_for(self, user: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-        """Scores of the requested columns; needs ``logits_for`` on the wrapped layer (``ItemOutput``)."""
-        if not hasattr(self.output, "logits_for"):
-            name = type(self.output).__name__
-            raise TypeError(f"{name} has no logits_for(); score all items with forward()")
-        return self.output.logits_for(user, columns)
-
-
-__all__ = ["ClassifierHead", "NextItemHead", "TargetItemHead"]
+warnings.warn(
+    "peterrec.heads is deprecated; import from peterrec.model.heads or the peterrec package",
+    DeprecationWarning,
+    stacklevel=2,
+)

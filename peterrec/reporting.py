@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from peterrec import checkpoint as ckpt
-from peterrec.checkpoint import read_manifest
 from peterrec.errors import PeterRecError
+from peterrec.manifest import read_manifest
 
 REFERENCE = "peterrec"  # the strategy that paired confidence intervals compare against
 PRETRAIN_COLUMNS = ("test/hr@10", "test/ndcg@10", "test/mrr", "valid/ndcg@10")
@@ -28,16 +28,16 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
 def pretrain_summary(run_dir: Path) -> str:
     """The model beside its popularity and Markov baselines, full ranking, plus cost figures."""
     manifest = read_manifest(run_dir)
-    rows = [["NextItNet (this run)", *(manifest["metrics"].get(c, "") for c in PRETRAIN_COLUMNS)]]
-    for name, values in manifest.get("baselines", {}).items():
+    rows = [["NextItNet (this run)", *(manifest.metrics.get(c, "") for c in PRETRAIN_COLUMNS)]]
+    for name, values in manifest.baselines.items():
         rows.append([name, *(values.get(c, "") for c in PRETRAIN_COLUMNS)])
-    params = manifest["parameters"]
-    data = manifest["data"]
+    params = manifest.parameters
+    data = manifest.data
     facts = (
         f"run {run_dir}: {data['users']} users, {data['items']} items; "
         f"{params['total']:,} parameters ({params['backbone']:,} backbone); "
-        f"best epoch {manifest['best_epoch']}/{manifest['epochs_run']}; "
-        f"train {manifest['train_seconds']} s, {manifest['tokens_per_s']} tokens/s on {manifest['device']}"
+        f"best epoch {manifest.best_epoch}/{manifest.epochs_run}; "
+        f"train {manifest.train_seconds} s, {manifest.tokens_per_s} tokens/s on {manifest.device}"
     )
     table = markdown_table(["method (full ranking, history excluded)", *PRETRAIN_COLUMNS], rows)
     return f"{table}\n\n{facts}"
@@ -54,17 +54,17 @@ def primary_columns(metrics: dict) -> list[str]:
 def finetune_summary(run_dir: Path) -> str:
     """A finetuned run beside the task's simple baselines, plus its parameter and time cost."""
     manifest = read_manifest(run_dir)
-    columns = primary_columns(manifest["metrics"])
-    rows = [[f"{manifest['strategy']} (this run)", *(manifest["metrics"].get(c, "") for c in columns)]]
-    for name, values in manifest.get("baselines", {}).items():
+    columns = primary_columns(manifest.metrics)
+    rows = [[f"{manifest.strategy} (this run)", *(manifest.metrics.get(c, "") for c in columns)]]
+    for name, values in manifest.baselines.items():
         rows.append([name, *(values.get(c, "") for c in columns)])
-    p = manifest["parameters"]
+    p = manifest.parameters
     facts = (
-        f"run {run_dir}: task {manifest['task']['type']}; trainable {p['trainable']:,} of "
+        f"run {run_dir}: task {manifest.task_type}; trainable {p['trainable']:,} of "
         f"{p['total']:,} parameters ({100 * p['trainable'] / max(1, p['total']):.2f}%), "
         f"patch file {p['stored_bytes']:,} bytes; "
-        f"best epoch {manifest['best_epoch']}/{manifest['epochs_run']}, "
-        f"{manifest['seconds_per_epoch']} s/epoch"
+        f"best epoch {manifest.best_epoch}/{manifest.epochs_run}, "
+        f"{manifest.seconds_per_epoch} s/epoch"
     )
     return f"{markdown_table(['method', *columns], rows)}\n\n{facts}"
 
@@ -81,7 +81,7 @@ def _cell(stats: dict | None) -> str:
 def _ci_cell(row: dict) -> str:
     if row.get("baseline"):
         return ""
-    ci = row["ci_vs_peterrec"]
+    ci = row["ci"]
     return "reference" if ci is None else f"{ci['diff']:+.4f} [{ci['low']:+.4f}, {ci['high']:+.4f}]"
 
 
@@ -89,17 +89,25 @@ def _num(value, fmt: str) -> str:
     return "" if value is None else format(value, fmt)
 
 
-def render_table(rows: list[dict], columns: list[str], main: str, fractions: list[float]) -> str:
+def render_table(
+    rows: list[dict], columns: list[str], main: str, fractions: list[float], reference: str = REFERENCE
+) -> str:
     show_cuda = any(r.get("peak_cuda_mb") is not None for r in rows)
-    show_ci = any(r["method"] == REFERENCE for r in rows)
+    show_ci = any(r["method"] == reference for r in rows)
     header = ["method"] + (["train fraction"] if len(fractions) > 1 else []) + ["lr", *columns]
-    header += ["trainable params", "patch bytes", "s/epoch", "peak RSS MB"] + (["peak CUDA MB"] * show_cuda)
-    header += [f"Δ {main} vs peterrec (95% CI)"] * show_ci
+    header += ["trainable params", "backbone %", "patch bytes", "s/epoch", "peak RSS MB"]
+    header += ["peak CUDA MB"] * show_cuda + [f"Δ {main} vs {reference} (95% CI)"] * show_ci
     lines = []
     for r in rows:
         line = [r["method"]] + ([f"{r['train_fraction']:g}"] if len(fractions) > 1 else [])
         line += [_num(r.get("lr"), "g"), *(_cell(r["metrics"].get(c)) for c in columns)]
-        costs = {"trainable": ",", "stored_bytes": ",", "seconds_per_epoch": ".3f", "peak_rss_mb": ".0f"}
+        costs = {
+            "trainable": ",",
+            "backbone_share": ".2f",
+            "stored_bytes": ",",
+            "seconds_per_epoch": ".3f",
+            "peak_rss_mb": ".0f",
+        }
         line += [_num(r.get(k), fmt) for k, fmt in costs.items()]
         line += [_num(r.get("peak_cuda_mb"), ".1f")] * show_cuda + [_ci_cell(r)] * show_ci
         lines.append(line)
@@ -120,7 +128,7 @@ def write_outputs(out: Path, text: str, rows: list[dict], columns: list[str]) ->
         writer.writeheader()
         for r in rows:
             flat = {**r, **{f"{c}_{s}": m[s] for c, m in r["metrics"].items() for s in ("mean", "std")}}
-            flat.update({f"ci_{k}": v for k, v in (r.get("ci_vs_peterrec") or {}).items()})
+            flat.update({f"ci_{k}": v for k, v in (r.get("ci") or {}).items()})
             writer.writerow(flat)
 
 

@@ -44,7 +44,7 @@ for task in gender coldrec; do
     set -- $variant
     step "insertion $task $1-$2" peterrec compare -c "configs/finetune/ml100k_$task.yaml" \
       --backbone "$(backbone_of $task)" --strategies peterrec --seeds 3 --out "$OUT/$task-$1-$2" "${Q[@]}" \
-      --set strategy.insertion="$1" --set strategy.parallel_form="$2"
+      --set adapter.insertion="$1" --set adapter.parallel_form="$2"
   done
 done
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 
-from peterrec.cli import main
+from peterrec.commands.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_CONFIG = REPO_ROOT / "configs" / "pretrain" / "sample_autoregressive.yaml"
@@ -65,6 +65,11 @@ def cli():
     def invoke(*args: str) -> Result:
         return runner.invoke(main, [str(a) for a in args])
 
+    def invoke_raw(*args: str) -> Result:
+        """Let exceptions (e.g. a simulated kill) propagate instead of turning them into a Result."""
+        return runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+    invoke.invoke_raw = invoke_raw
     return invoke
 
 
@@ -82,7 +87,7 @@ def subprocess_env() -> dict[str, str]:
 def peterrec_command(*args: str) -> list[str]:
     """The command line of the installed `peterrec` executable (or the module, if not on PATH)."""
     executable = Path(sys.executable).with_name("peterrec")
-    prefix = [str(executable)] if executable.exists() else [sys.executable, "-m", "peterrec.cli"]
+    prefix = [str(executable)] if executable.exists() else [sys.executable, "-m", "peterrec"]
     return prefix + [str(a) for a in args]
 
 

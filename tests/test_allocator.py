@@ -13,8 +13,9 @@ STEP_FAULTS = """
 import resource, sys, torch
 from peterrec.allocator import tune_cpu_allocator
 print(tune_cpu_allocator(), file=sys.stderr)
-from peterrec.backbone import NextItNet
-from peterrec.objectives import ItemOutput, full_softmax_loss
+from peterrec.model.backbone import NextItNet
+from peterrec.model.item_encoder import ItemOutput
+from peterrec.training.objectives import full_softmax_loss
 torch.manual_seed(0)
 model, output = NextItNet(1000, 128), ItemOutput(1000, 128)
 seqs = torch.randint(4, 1004, (32, 51))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from peterrec import PAD
-from peterrec.backbone import NextItNet
+from peterrec.model.backbone import NextItNet
 
 
 def _model(causal: bool, seed: int = 0) -> NextItNet:
@@ -16,7 +16,7 @@ def test_api_shape_as_documented():
     backbone = NextItNet(30, channels=8, dilations=(1, 4) * 4, kernel_size=3, causal=True)
     seqs = torch.randint(4, 34, (3, 12))
     assert backbone(seqs).shape == (3, 12, 8)
-    assert backbone.item_embedding.num_embeddings == 34
+    assert backbone.item_encoder.embedding.num_embeddings == 34
     assert backbone.receptive_field == 121
 
 

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from peterrec.baselines import (
+from peterrec.evaluation.baselines import (
     CooccurrenceKNNScorer,
     MarkovScorer,
     PopularityScorer,
     bag_of_items_logistic,
     majority_class,
 )
-from peterrec.metrics import history_columns, target_ranks
+from peterrec.evaluation.metrics import history_columns, target_ranks
 
 # Transitions 4->5 x2, 5->6, 5->7, 4->6, 7->7 x2. Clicks: item 4: 3, 5: 2, 6: 2, 7: 4.
 TRAIN = [np.array([4, 5, 6]), np.array([4, 5, 7]), np.array([4, 6]), np.array([0, 0, 7, 7, 7])]
@@ -153,7 +153,7 @@ def test_bag_of_items_logistic_separates_item_sets():
 
 
 def test_bag_of_items_features_are_l2_normalised_sets():
-    from peterrec.baselines import _bag_of_items
+    from peterrec.evaluation.baselines import _bag_of_items
 
     x = _bag_of_items([np.array([4, 5, 5, 6, 7]), np.array([0, 0, 6])], num_items=4, what="test").toarray()
     np.testing.assert_allclose(x[0], [0.5, 0.5, 0.5, 0.5])

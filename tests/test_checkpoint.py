@@ -10,7 +10,6 @@ from peterrec.checkpoint import (
     load_resume_state,
     load_weights,
     prepare_run_dir,
-    read_manifest,
     save_resume_state,
     save_weights,
     sha256_file,
@@ -57,12 +56,11 @@ def test_resume_state_loads_with_weights_only(tmp_path):
 
 def test_manifest_hashes_catch_a_changed_file(tmp_path):
     (tmp_path / "vocab.json").write_text("{}")
-    manifest = {"sha256": {"vocab.json": sha256_file(tmp_path / "vocab.json")}}
-    atomic_write_json(tmp_path / "manifest.json", manifest)
-    verify_files(tmp_path, read_manifest(tmp_path))
+    hashes = {"vocab.json": sha256_file(tmp_path / "vocab.json")}
+    verify_files(tmp_path, hashes)
     (tmp_path / "vocab.json").write_text('{"x": 1}')
     with pytest.raises(CheckpointError, match="sha256 does not match"):
-        verify_files(tmp_path, read_manifest(tmp_path))
+        verify_files(tmp_path, hashes)
 
 
 def test_run_dir_staging_rules(tmp_path):

@@ -7,6 +7,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,8 +15,9 @@ import torch
 from click.testing import CliRunner
 from conftest import REPO_ROOT, SAMPLE_CONFIG, TINY_OVERRIDES, set_args
 
-from peterrec.cli import main
-from peterrec.compare import RunRecord, RunSpec, pick_lrs, plot_results
+from peterrec.checkpoint import RUN_MARKER
+from peterrec.commands.cli import main
+from peterrec.commands.compare import RunRecord, RunSpec, pick_lrs, plot_results
 from peterrec.errors import PeterRecError
 
 GENDER = REPO_ROOT / "configs" / "finetune" / "sample_gender.yaml"
@@ -165,8 +167,9 @@ def test_plot_without_matplotlib_is_one_line_error(monkeypatch, tmp_path):
 def test_train_fractions_give_rows_per_fraction(compared, backbone, tmp_path):
     out, _, _ = compared
     shutil.copytree(out / "runs", tmp_path / "runs")  # fine_cls at fraction 1 is reused; 0.5 runs afresh
-    stale = tmp_path / "runs" / "fine_cls-f0.5-s0.partial"
+    stale = tmp_path / "runs" / "fine_cls-f0.5-s0.partial"  # a run of ours killed before its first epoch
     stale.mkdir()
+    (stale / RUN_MARKER).write_text("")
     args = ["--strategies", "fine_cls", "--seeds", "1", "--train-fraction", "0.5,1.0"]
     result = invoke(*compare_args(backbone, tmp_path, *args))
     assert result.exit_code == 0, result.output
@@ -201,7 +204,7 @@ def test_bad_inputs_are_one_line_errors(args, option, tmp_path):
 
 
 def record(strategy: str, lr: float, seed: int, value: float) -> RunRecord:
-    manifest = {"metrics": {"valid/accuracy": value}}
+    manifest = SimpleNamespace(metrics={"valid/accuracy": value})
     return RunRecord(RunSpec(strategy, 1.0, seed, lr), Path("."), manifest, {}, {})
 
 
@@ -212,7 +215,7 @@ def test_lr_grid_picks_best_mean_validation_over_seeds():
     assert pick_lrs(records, "valid/accuracy") == {(1.0, "peterrec"): 3e-4}
     losses = [record(r.spec.strategy, r.spec.lr, r.spec.seed, 0.0) for r in records]
     for loss, r in zip(losses, records, strict=True):
-        loss.manifest["metrics"] = {"valid/loss": r.manifest["metrics"]["valid/accuracy"]}
+        loss.manifest.metrics = {"valid/loss": r.manifest.metrics["valid/accuracy"]}
     assert pick_lrs(losses, "valid/loss") == {(1.0, "peterrec"): 1e-3}  # loss: lower is better
     with pytest.raises(PeterRecError, match="train.monitor"):
         pick_lrs(records, "valid/auc")

@@ -10,8 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from peterrec import PAD
-from peterrec.backbone import DilatedConv1d, NextItNet, gather_taps, padding_mask, scatter_taps, tap_shifts
-from peterrec.trainer import dense_adam
+from peterrec.model.backbone import NextItNet
+from peterrec.model.dilated_conv import DilatedConv1d, gather_taps, scatter_taps, tap_shifts
+from peterrec.model.item_encoder import ItemEncoder
+from peterrec.training.trainer import dense_adam
+
+padding_mask = ItemEncoder.padding_mask
 
 
 def _reference(conv: DilatedConv1d, x: torch.Tensor) -> torch.Tensor:

@@ -9,12 +9,12 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 
+from peterrec.commands.finetune import run_finetune
+from peterrec.commands.pretrain import run_pretrain
 from peterrec.config import FinetuneConfig, PretrainConfig, load_config
 from peterrec.errors import CheckpointError
-from peterrec.pretrain import run_pretrain
-from peterrec.run import PatchSwitcher, load_run
+from peterrec.runs import PatchSwitcher, load_run
 from peterrec.tasks import build_task
-from peterrec.transfer import run_finetune
 
 FINETUNE = REPO_ROOT / "configs" / "finetune"
 PRETRAIN = REPO_ROOT / "configs" / "pretrain" / "sample_autoregressive.yaml"

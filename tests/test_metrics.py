@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from peterrec.metrics import (
+from peterrec.evaluation.metrics import (
     classification_metrics,
     history_columns,
     hit_rate,

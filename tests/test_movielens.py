@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from peterrec.config import FinetuneConfig, PretrainConfig, load_config
+from peterrec.data.movielens import age_bucket, build_movielens_tasks, split_genres
 from peterrec.errors import DataError
-from peterrec.movielens import age_bucket, build_movielens_tasks, split_genres
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,18 +7,20 @@ import torch
 import torch.nn.functional as F
 
 from peterrec import MASK, NUM_SPECIAL_TOKENS, PAD
-from peterrec.objectives import (
-    CandidateSampler,
-    ItemOutput,
-    LogUniformSampler,
-    PopularitySampler,
-    UniformSampler,
+from peterrec.model.item_encoder import ItemOutput
+from peterrec.training.objectives import (
     autoregressive_batch,
     full_softmax_loss,
-    make_sampler,
     mask_batch,
     pretrain_loss,
     sampled_softmax_loss,
+)
+from peterrec.training.samplers import (
+    CandidateSampler,
+    LogUniformSampler,
+    PopularitySampler,
+    UniformSampler,
+    make_sampler,
 )
 
 

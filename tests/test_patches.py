@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from peterrec import PAD
-from peterrec.backbone import NextItNet, count_parameters
-from peterrec.patches import (
+from peterrec.model.adapters.bottleneck import (
     BlockParallelPatch,
     ParallelPatchedConv,
     PatchBranch,
@@ -19,6 +18,7 @@ from peterrec.patches import (
     patch_parameters,
     patch_state_dict,
 )
+from peterrec.model.backbone import NextItNet, count_parameters
 
 NUM_ITEMS = 40
 # (insertion, parallel_form): every way a patch can be inserted.
@@ -281,7 +281,7 @@ def test_adding_patches_twice_raises(insertion, form):
 
 
 def test_unknown_choices_name_the_valid_ones():
-    with pytest.raises(ValueError, match="serial, parallel, block_parallel"):
+    with pytest.raises(ValueError, match="serial, serial_block, parallel, block_parallel"):
         add_patches(_backbone(True), insertion="adapter")
     with pytest.raises(ValueError, match="residual, original"):
         add_patches(_backbone(True), insertion="parallel", parallel_form="skip")

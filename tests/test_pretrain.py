@@ -9,8 +9,8 @@ import logging
 import pytest
 from conftest import REPO_ROOT
 
+from peterrec.commands.pretrain import run_pretrain
 from peterrec.config import PretrainConfig, load_config
-from peterrec.pretrain import run_pretrain
 
 SOURCE = REPO_ROOT / "data" / "sample" / "source.csv"
 TINY = [

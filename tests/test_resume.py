@@ -28,7 +28,15 @@ RESUME_OVERRIDES = [
     "train.seed=3",
 ]
 PRETRAIN_ARGS = ["pretrain", "-c", str(SAMPLE_CONFIG), *set_args(RESUME_OVERRIDES)]
-RUN_FILES = ("backbone.safetensors", "vocab.json", "config.yaml", "manifest.json", "metrics.jsonl", "last.pt")
+RUN_FILES = (
+    "backbone.safetensors",
+    "vocab.json",
+    "config.yaml",
+    "manifest.json",
+    "metrics.jsonl",
+    "last.pt",
+    ".peterrec-run",  # the marker: this toolkit made the folder
+)
 KILL_EPOCH = 1  # 0-based: kill during the second epoch, after one epoch has been validated and logged
 
 

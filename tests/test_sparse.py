@@ -7,12 +7,15 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 
-from peterrec.backbone import NextItNet
+from peterrec.commands.pretrain import run_pretrain
 from peterrec.config import PretrainConfig, TrainConfig, load_config
 from peterrec.errors import ConfigError
-from peterrec.objectives import ItemOutput, autoregressive_batch, make_sampler, pretrain_loss
-from peterrec.pretrain import NextItemModel, run_pretrain
-from peterrec.trainer import Trainer
+from peterrec.model.backbone import NextItNet
+from peterrec.model.item_encoder import ItemOutput
+from peterrec.model.next_item import NextItemModel
+from peterrec.training.objectives import autoregressive_batch, pretrain_loss
+from peterrec.training.samplers import make_sampler
+from peterrec.training.trainer import Trainer
 
 SAMPLE = REPO_ROOT / "configs" / "pretrain" / "sample_autoregressive.yaml"
 SPARSE = ["model.sparse_embedding=true", "objective.softmax=sampled", "objective.num_samples=50"]
@@ -38,7 +41,14 @@ def test_sparse_needs_sampled_softmax_and_no_weight_decay(tmp_path):
     config = TrainConfig(weight_decay=0.1, progress=False)
     with pytest.raises(ConfigError, match="weight_decay must be 0"):
         Trainer(
-            model, config, steps_per_epoch=1, step_loss=None, validate=None, work_dir=tmp_path, device="cpu"
+            model,
+            config,
+            steps_per_epoch=1,
+            step_loss=None,
+            validate=None,
+            work_dir=tmp_path,
+            device="cpu",
+            monitor="valid/ndcg@10",
         )
 
 
@@ -79,6 +89,7 @@ def _trainer(tmp_path, fail_at: int | None = None):
         validate=validate,
         work_dir=tmp_path,
         device=torch.device("cpu"),
+        monitor="valid/ndcg@10",
     )
     return model, trainer
 

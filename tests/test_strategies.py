@@ -7,17 +7,17 @@ import torch
 import torch.nn.functional as F
 
 from peterrec import CLS, PAD
-from peterrec.backbone import NextItNet, count_parameters
-from peterrec.finetune import (
+from peterrec.model.adapters.bottleneck import base_state_dict, patch_parameter_count
+from peterrec.model.backbone import NextItNet, count_parameters
+from peterrec.model.heads import ClassifierHead, NextItemHead, TargetItemHead
+from peterrec.model.item_encoder import ItemOutput
+from peterrec.model.transfer import (
     STRATEGIES,
     TransferModel,
     apply_strategy,
     frozen_state_dict,
     trainable_state_dict,
 )
-from peterrec.heads import ClassifierHead, NextItemHead, TargetItemHead
-from peterrec.objectives import ItemOutput
-from peterrec.patches import base_state_dict, patch_parameter_count
 
 NUM_ITEMS = 40
 CHANNELS = 16
@@ -161,9 +161,9 @@ def test_reinitialised_backbone_is_seeded(strategy):
         runs.setdefault(seed, []).append(base_state_dict(model.backbone))
     (a, b), (c,) = runs[0], runs[1]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not torch.equal(a["item_embedding.weight"], c["item_embedding.weight"])
+    assert not torch.equal(a["item_encoder.embedding.weight"], c["item_encoder.embedding.weight"])
     pretrained_state = pretrained.backbone.state_dict()
-    for key in ("item_embedding.weight", "blocks.0.conv1.weight"):
+    for key in ("item_encoder.embedding.weight", "blocks.0.conv1.weight"):
         assert not torch.equal(a[key], pretrained_state[key])
     # "As a fresh NextItNet would be": the same tensors as a new backbone built after manual_seed(seed).
     fresh = _backbone(seed=0).state_dict()
@@ -215,16 +215,26 @@ def test_causal_representation_reads_appended_cls():
         padded = torch.cat([torch.full((len(seqs), 5), PAD), seqs], dim=1)
         assert torch.allclose(model.user_representation(padded), user, atol=1e-6)
         # The representation depends on the [CLS] row.
-        model.backbone.item_embedding.weight[CLS] += 1.0
+        model.backbone.item_encoder.embedding.weight[CLS] += 1.0
         assert not torch.allclose(model.user_representation(seqs), user)
 
 
-def test_causal_backbone_refuses_other_poolings():
-    for pooling in ("mean", "first_last"):
-        with pytest.raises(ValueError, match="non-causal"):
-            _model(causal=True, pooling=pooling)
+def test_causal_backbone_refuses_first_last_only():
+    with pytest.raises(ValueError, match="non-causal"):
+        _model(causal=True, pooling="first_last")
     with pytest.raises(ValueError, match="cls_end"):
         _model(causal=False, pooling="max")
+
+
+def test_causal_mean_pooling_averages_real_prefixes():
+    model = _model(causal=True, pooling="mean").eval()
+    seqs = torch.tensor([[PAD, PAD, 5, 6, 7]])
+    with torch.no_grad():
+        user = model.user_representation(seqs)
+        padded = model.user_representation(torch.cat([torch.full((1, 4), PAD), seqs], dim=1))
+        hidden = model.backbone(seqs)
+    assert torch.allclose(user, hidden[0, 2:].mean(0, keepdim=True), atol=1e-6)
+    assert torch.allclose(padded, user, atol=1e-6)
 
 
 @pytest.mark.parametrize("pooling", ["auto", "cls_end", "mean", "first_last"])
@@ -263,7 +273,7 @@ def test_first_last_pooling_by_hand():
 
 def test_train_cls_starts_from_backbone_row():
     plain, owned = _model().eval(), _model(train_cls=True).eval()
-    assert torch.equal(owned.cls_embedding, plain.backbone.item_embedding.weight[CLS])
+    assert torch.equal(owned.cls_embedding, plain.backbone.item_encoder.embedding.weight[CLS])
     seqs = _seqs()
     with torch.no_grad():
         assert torch.equal(owned(seqs), plain(seqs))
@@ -275,10 +285,10 @@ def test_train_cls_trains_own_copy_only(strategy):
     apply_strategy(model, strategy)
     assert model.cls_embedding.requires_grad
     cls_before = model.cls_embedding.detach().clone()
-    row_before = model.backbone.item_embedding.weight[CLS].detach().clone()
+    row_before = model.backbone.item_encoder.embedding.weight[CLS].detach().clone()
     _train(model)
     assert not torch.equal(model.cls_embedding, cls_before)
-    assert torch.equal(model.backbone.item_embedding.weight[CLS], row_before)
+    assert torch.equal(model.backbone.item_encoder.embedding.weight[CLS], row_before)
 
 
 def test_cls_hook_does_not_outlive_the_call():
@@ -287,8 +297,8 @@ def test_cls_hook_does_not_outlive_the_call():
         model.cls_embedding += 1.0
         model(_seqs())
         seqs = torch.tensor([[5, CLS]])
-        expected = model.backbone.item_embedding.weight[CLS]
-        assert torch.equal(model.backbone.item_embedding(seqs)[0, 1], expected)
+        expected = model.backbone.item_encoder.embedding.weight[CLS]
+        assert torch.equal(model.backbone.item_encoder.embedding(seqs)[0, 1], expected)
 
 
 # ----------------------------------------------------------------------------- heads
@@ -310,8 +320,8 @@ def test_target_item_head_sampled_scores_match_full():
     columns = torch.randint(0, 30, (4, 6))
     full = head(user)
     assert full.shape == (4, 30)
-    assert torch.allclose(head.scores_for(user, columns), full.gather(1, columns), atol=1e-6)
-    assert torch.allclose(head.scores_for(user, columns[0]), full[:, columns[0]], atol=1e-6)
+    assert torch.allclose(head.logits_for(user, columns), full.gather(1, columns), atol=1e-6)
+    assert torch.allclose(head.logits_for(user, columns[0]), full[:, columns[0]], atol=1e-6)
 
 
 def test_next_item_head_wraps_output():
@@ -320,6 +330,6 @@ def test_next_item_head_wraps_output():
     user = torch.randn(3, CHANNELS)
     assert torch.equal(head(user), output(user))
     columns = torch.tensor([[0, 5], [1, 2], [39, 3]])
-    assert torch.allclose(head.scores_for(user, columns), output(user).gather(1, columns), atol=1e-6)
+    assert torch.allclose(head.logits_for(user, columns), output(user).gather(1, columns), atol=1e-6)
     model = TransferModel(_backbone(), head)
     assert model(_seqs()).shape == (8, NUM_ITEMS)

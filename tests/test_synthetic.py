@@ -15,7 +15,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-from peterrec.synthetic import AGE_BUCKETS, generate_sample
+from peterrec.data.synthetic import AGE_BUCKETS, generate_sample
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
 FILES = ("source.csv", "target.csv", "labels.csv")

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from peterrec.choices import TABLE_FORMATS
 from peterrec.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("auto", "csv", "tsv", "recbole")
+FORMATS = TABLE_FORMATS
 RECBOLE_TYPES = ("token", "token_seq", "float", "float_seq")
 _RECBOLE_EXTENSIONS = (".inter", ".user", ".item")
 
@@ -70,8 +71,15 @@ class _Table:
         out = [row[column] for row in self.rows]
         for value, line in zip(out, self.lines, strict=True):
             if not value:
-                raise DataError(f"{self.path} line {line}: empty {what}; fill it in or delete the line")
+                raise DataError(
+                    f"{self.path} line {line}: empty {_printable(what)}; fill it in or delete the line"
+                )
         return out
+
+
+def _printable(text: str) -> str:
+    """A name from a file or a config, safe inside a one-line message (control characters escaped)."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 def _where(path: str, line: int | None) -> str:
@@ -184,8 +192,9 @@ def _read_table(path: str | os.PathLike, format: str = "auto", separator: str | 
                 columns = _parse_header(path, fields, format)
                 continue
             if len(fields) != len(columns):
+                names = ", ".join(map(_printable, columns))
                 raise DataError(
-                    f"{path} line {start}: expected {len(columns)} fields ({', '.join(columns)}) but found "
+                    f"{path} line {start}: expected {len(columns)} fields ({names}) but found "
                     f"{len(fields)}; {_field_count_hint(format, delimiter)}"
                 )
             rows.append([f.strip() for f in fields])
@@ -286,7 +295,9 @@ def read_peterrec_lines(path: str | os.PathLike) -> list[tuple[list[str], list[s
     they are an error, because line numbers serve as user ids.
     """
     path = os.fspath(path)
-    lines = _read_text(path).splitlines()
+    # Only \n, \r\n and \r end a line (as in the CSV reader): str.splitlines would also split at form
+    # feeds, \x1c-\x1e, \x85 and U+2028/9, making line numbers (the user ids) disagree with an editor.
+    lines = _read_text(path).replace("\r\n", "\n").replace("\r", "\n").split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from peterrec import PAD
 from peterrec.errors import DataError
+from peterrec.tokens import PAD
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,12 @@ def left_pad(seqs: Sequence[np.ndarray], max_len: int, pad: int = PAD) -> np.nda
     row_starts = np.arange(len(seqs)) * max_len + (max_len - keep)
     out.reshape(-1)[np.arange(len(values)) + np.repeat(row_starts - starts, keep)] = values
     return out
+
+
+def pad_histories(histories: Sequence[np.ndarray]) -> np.ndarray:
+    """Left-pad variable-length histories to the longest one."""
+    longest = max((len(h) for h in histories), default=1)
+    return left_pad(list(histories), max(1, longest), pad=PAD)
 
 
 def filter_min_length(sequences: dict[str, np.ndarray], min_length: int, path: str) -> dict[str, np.ndarray]:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from peterrec import NUM_SPECIAL_TOKENS, UNK
 from peterrec.errors import CheckpointError
+from peterrec.tokens import NUM_SPECIAL_TOKENS, UNK
 
 FORMAT = "peterrec-vocab/1"
 SPECIAL_TOKENS = ("[PAD]", "[MASK]", "[CLS]", "[UNK]")

@@ -1,23 +1,92 @@
-"""What every downstream task shares: user splits, encoded inputs, batches of examples."""
+"""What every downstream task is (:class:`Task`) and what the supervised ones share: user splits, encoded
+inputs, batches of examples.
+
+Commands drive every task through the :class:`Task` protocol and never branch on its name: a task builds its
+head, computes the loss of a batch, evaluates a split, scores its simple baselines, describes itself for
+the manifest and saves the files it needs beside the weights. Class methods serve a finished run, where
+the data is not read again: the head of a recorded task, extra files to load, and what ``recommend`` and
+``embed`` print for it.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from peterrec import PAD
 from peterrec.config import FinetuneConfig
-from peterrec.data import Vocabulary, left_pad, split_users
-from peterrec.nextitem_data import read_user_sequences
+from peterrec.data import left_pad, split_users
+from peterrec.data.next_item import read_user_sequences
+from peterrec.tokens import NUM_SPECIAL_TOKENS, PAD
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
+
+class Task(Protocol):
+    """A downstream task built from a finetune config on a loaded backbone run."""
+
+    kind: ClassVar[str]  # the task.type name
+    default_monitor: ClassVar[str]  # what train.monitor 'auto' watches
+
+    def __len__(self) -> int:
+        """Training examples per epoch."""
+
+    def make_head(self, base) -> nn.Module:
+        """A new head for this task on top of ``base`` (a loaded backbone run)."""
+
+    def step_loss(self, model, indices: np.ndarray, generator, device) -> tuple[torch.Tensor, int, int]:
+        """Mean loss of the training batch ``indices``, its real input tokens and its loss terms."""
+
+    def evaluate(self, model, split: str, device, batch_size: int = 256) -> tuple[dict, dict]:
+        """``({split}/metric: value}, {metric: per-user values})`` recomputed from the model."""
+
+    def baselines(self) -> dict[str, dict[str, float]]:
+        """The task's simple baselines on the same split and protocol."""
+
+    def describe(self) -> dict:
+        """What the manifest records about the task (``type`` first); :meth:`load_head` reads it back."""
+
+    def save_files(self, run_dir: Path) -> list[str]:
+        """Write the files this task needs beside the weights; return their names (they get hashed)."""
+
+    @classmethod
+    def resolve_monitor(cls, task_config, monitor: str) -> str:
+        """The metric early stopping watches: ``auto`` means :attr:`default_monitor`."""
+
+    @classmethod
+    def main_metric(cls, columns: list[str]) -> tuple[str, str]:
+        """(table column, per-user key) that compare tables and confidence intervals are about."""
+
+    @classmethod
+    def protocol(cls, info: dict) -> str:
+        """One phrase naming what is measured, for the note under a compare table."""
+
+    @classmethod
+    def load_head(cls, info: dict, base) -> nn.Module:
+        """A head of the recorded shape (its weights come from the patch file)."""
+
+    @classmethod
+    def load_extras(cls, run_dir: Path) -> dict[str, Any]:
+        """Files this task saved beside the weights, loaded (e.g. the target vocabulary)."""
+
+    @classmethod
+    def model_inputs(cls, run, encoded: list[np.ndarray]) -> torch.Tensor:
+        """Left-padded model inputs for users' encoded source sequences."""
+
+    @classmethod
+    def recommend(cls, run, users: list[str], inputs: torch.Tensor, top_k: int) -> Iterator[dict]:
+        """One JSON-ready record per user: top-k items with scores, or label probabilities."""
+
+    @classmethod
+    def user_vectors(cls, run, inputs: torch.Tensor) -> torch.Tensor:
+        """User representations (B, C)."""
 
 
 @dataclass
@@ -50,13 +119,17 @@ def split_task_users(users: list[str], config: FinetuneConfig) -> dict[str, list
 
 
 def encode_sources(
-    config: FinetuneConfig, vocab: Vocabulary, users_wanted: set[str] | None = None
+    config: FinetuneConfig, base, users_wanted: set[str] | None = None
 ) -> dict[str, np.ndarray]:
-    """Each user's source sequence as pretrained-vocabulary ids; unknown items are counted, not dropped."""
+    """Each user's source sequence as ids of the pretrained vocabulary, as the backbone's item encoder maps
+    them (ID tables: unknown items become [UNK], counted, not dropped)."""
     raw = read_user_sequences(config.data)
+    vocab, encoder = base.vocab, base.backbone.item_encoder
     vocab.reset_unknown_count()
     encoded = {
-        u: vocab.encode(items) for u, items in raw.items() if users_wanted is None or u in users_wanted
+        u: encoder.encode(vocab, items)
+        for u, items in raw.items()
+        if users_wanted is None or u in users_wanted
     }
     unknown = vocab.reset_unknown_count()
     if unknown:
@@ -68,15 +141,49 @@ def encode_sources(
     return encoded
 
 
+def top_items(scores: torch.Tensor, vocab, users: list[str], top_k: int) -> Iterator[dict]:
+    """The ``top_k`` highest-scoring items of each row, decoded, with their scores (5 decimals)."""
+    k = min(top_k, scores.shape[1])
+    values, columns = scores.topk(k, dim=1)
+    for user, vals, cols in zip(users, values.tolist(), columns.tolist(), strict=True):
+        items = vocab.decode([c + NUM_SPECIAL_TOKENS for c in cols])
+        yield {"user": user, "items": items, "scores": [round(v, 5) for v in vals]}
+
+
 def input_matrix(sequences: list[np.ndarray], max_len: int) -> np.ndarray:
     """The last ``max_len - 1`` items of each sequence, left-padded (one slot stays free for [CLS])."""
     return left_pad(sequences, max(1, max_len - 1), pad=PAD)
 
 
-class SupervisedTask:
-    """A task whose examples are (user row, target) pairs; subclasses define head, loss and metrics."""
+class TaskDefaults:
+    """What most tasks do the same way; a task overrides what it does differently."""
 
-    kind = "supervised"
+    kind: ClassVar[str]
+    default_monitor: ClassVar[str] = "valid/ndcg@10"
+
+    def save_files(self, run_dir: Path) -> list[str]:
+        return []
+
+    @classmethod
+    def resolve_monitor(cls, task_config, monitor: str) -> str:
+        return cls.default_monitor if monitor == "auto" else monitor
+
+    @classmethod
+    def main_metric(cls, columns: list[str]) -> tuple[str, str]:
+        return next(c for c in columns if c.endswith("ndcg@10")), "ndcg@10"
+
+    @classmethod
+    def load_extras(cls, run_dir: Path) -> dict[str, Any]:
+        return {}
+
+
+class SupervisedTask(TaskDefaults):
+    """A task whose examples are (user row, target) pairs; subclasses define head, loss and metrics.
+
+    Its input is a user's source sequence, read through the task's [CLS] position.
+    """
+
+    kind: ClassVar[str] = "supervised"
 
     def __init__(self, splits: dict[str, UserSplit], batch_size: int):
         self.splits = splits
@@ -91,10 +198,15 @@ class SupervisedTask:
     def __len__(self) -> int:
         return len(self.splits["train"])
 
-    def step_loss(self, model, indices: np.ndarray, generator, device) -> tuple[torch.Tensor, int]:
-        """Loss of one training batch and its number of real input tokens."""
+    def step_loss(self, model, indices: np.ndarray, generator, device) -> tuple[torch.Tensor, int, int]:
+        """Mean loss of one training batch, its number of real input tokens and of loss terms."""
         inputs, targets = self.batch("train", indices, device)
-        return self.example_loss(model, inputs, targets, generator), int((inputs != PAD).sum())
+        loss = self.example_loss(model, inputs, targets, generator)
+        return loss, int((inputs != PAD).sum()), self.loss_terms(targets)
+
+    def loss_terms(self, targets: torch.Tensor) -> int:
+        """How many terms the batch's mean loss averages: one per example unless a task says otherwise."""
+        return len(targets)
 
     def batch(self, split: str, indices: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
         part = self.splits[split]
@@ -102,4 +214,15 @@ class SupervisedTask:
         return inputs, torch.as_tensor(part.targets[indices], device=device)
 
     def describe(self) -> dict:
-        return {name: {"users": len(s.users), "examples": len(s)} for name, s in self.splits.items()}
+        return {
+            "type": self.kind,
+            **{name: {"users": len(s.users), "examples": len(s)} for name, s in self.splits.items()},
+        }
+
+    @classmethod
+    def model_inputs(cls, run, encoded: list[np.ndarray]) -> torch.Tensor:
+        return torch.as_tensor(input_matrix(encoded, run.config.data.max_len))
+
+    @classmethod
+    def user_vectors(cls, run, inputs: torch.Tensor) -> torch.Tensor:
+        return run.model.user_representation(inputs)

@@ -1,6 +1,6 @@
 """Cross-domain cold-start recommendation: source clicks predict items of a new target vocabulary.
 
-Protocol (DESIGN.md, REFERENCE.md): input = all of a user's source clicks (the newest ``max_len - 1``);
+Protocol (docs/protocols.md): input = all of a user's source clicks (the newest ``max_len - 1``);
 training examples = every target click of training users; the positive of a validation or test user is
 their last target click; full ranking over all target items, none excluded. ``eval: sampled-99`` ranks
 the positive among 99 uniformly sampled other target items instead, and its metric names say so.
@@ -8,27 +8,32 @@ the positive among 99 uniformly sampled other target items instead, and its metr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from peterrec import NUM_SPECIAL_TOKENS, PAD
-from peterrec.baselines import CooccurrenceKNNScorer, PopularityScorer
+from peterrec.choices import EVAL_SPLITS, SPLITS
 from peterrec.config import FinetuneConfig
 from peterrec.data import Vocabulary, group_sequences, left_pad, read_interactions, read_peterrec_lines
 from peterrec.errors import DataError
-from peterrec.heads import TargetItemHead
-from peterrec.metrics import per_user_ranking_metrics, ranking_metrics, sampled_ranks, target_ranks
+from peterrec.evaluation.baselines import CooccurrenceKNNScorer, PopularityScorer
+from peterrec.evaluation.metrics import per_user_ranking_metrics, ranking_metrics, sampled_ranks, target_ranks
 from peterrec.tasks.base import (
-    SPLITS,
     SupervisedTask,
     UserSplit,
     encode_sources,
     input_matrix,
     split_task_users,
+    top_items,
 )
+from peterrec.tokens import NUM_SPECIAL_TOKENS, PAD
 
 SAMPLED_NEGATIVES = 99
+TARGET_VOCAB_FILE = "target_vocab.json"
 
 
 def read_target_sequences(config: FinetuneConfig) -> dict[str, list[str]]:
@@ -52,9 +57,9 @@ class ColdRecTask(SupervisedTask):
 
     kind = "coldrec"
 
-    def __init__(self, config: FinetuneConfig, vocab: Vocabulary):
+    def __init__(self, config: FinetuneConfig, base):
         targets_raw = read_target_sequences(config)
-        sources = encode_sources(config, vocab)
+        sources = encode_sources(config, base)
         users = [u for u in targets_raw if u in sources and len(sources[u])]
         if len(users) < 10:
             raise DataError(
@@ -63,7 +68,7 @@ class ColdRecTask(SupervisedTask):
             )
         self.target_vocab = Vocabulary.build(targets_raw[u] for u in users)
         self.loss, self.eval_protocol = config.task.loss, config.task.eval
-        self.num_source_items = len(vocab)
+        self.num_source_items = len(base.vocab)
         self.seed = config.task.split_seed
         targets = {u: self.target_vocab.encode(targets_raw[u]) for u in users}
         splits = {}
@@ -88,8 +93,9 @@ class ColdRecTask(SupervisedTask):
     def num_target_items(self) -> int:
         return len(self.target_vocab)
 
-    def make_head(self, channels: int) -> TargetItemHead:
-        return TargetItemHead(channels, self.num_target_items)
+    def make_head(self, base) -> torch.nn.Module:
+        """The item encoder's cold-start head over the target items (ID tables: a new target table)."""
+        return base.backbone.item_encoder.make_target_head(self.num_target_items)
 
     def example_loss(self, model, inputs, targets, generator) -> torch.Tensor:
         """Mean loss over every target click in the batch; ``targets`` is (B, T), PAD-padded."""
@@ -102,11 +108,15 @@ class ColdRecTask(SupervisedTask):
         user = model.user_representation(inputs)
         negatives = torch.randint(0, self.num_target_items, columns.shape, generator=generator)
         pairs = torch.cat([columns, negatives.to(columns.device)], dim=1)
-        scores = model.head.scores_for(user, pairs).float()
+        scores = model.head.logits_for(user, pairs).float()
         labels = torch.cat([torch.ones_like(columns), torch.zeros_like(columns)], dim=1).float()
         weights = torch.cat([clicked, clicked], dim=1).float()
         losses = F.binary_cross_entropy_with_logits(scores, labels, reduction="none")
         return (losses * weights).sum() / weights.sum()
+
+    def loss_terms(self, targets: torch.Tensor) -> int:
+        """One term per target click (bce1: its negative doubles every click alike)."""
+        return int((targets != PAD).sum())
 
     def sampled_negatives(self, split: str) -> torch.Tensor:
         """Fixed 99 negatives per evaluated user (never the positive), the same for every model."""
@@ -144,14 +154,14 @@ class ColdRecTask(SupervisedTask):
         args = (train_sources, self.train_targets, self.num_source_items, self.num_target_items)
         scorers = {
             "popularity": PopularityScorer(self.train_targets, self.num_target_items),
-            # plain co-occurrence counts (REFERENCE.md's row) and the cosine-normalised, stronger variant
+            # plain co-occurrence counts (the usual kNN row) and the cosine-normalised, stronger variant
             "cooccurrence_knn": CooccurrenceKNNScorer(*args, normalization="count"),
             "cooccurrence_knn_cosine": CooccurrenceKNNScorer(*args, normalization="cosine"),
         }
         rows = {}
         for name, scorer in scorers.items():
             rows[name] = {}
-            for split in SPLITS[1:]:
+            for split in EVAL_SPLITS:
                 ranks = self.rank(scorer.scores, split, "cpu")
                 rows[name].update({self._label(split) + k: v for k, v in ranking_metrics(ranks).items()})
         return rows
@@ -163,3 +173,34 @@ class ColdRecTask(SupervisedTask):
             "loss": self.loss,
             "eval": self.eval_protocol,
         }
+
+    def save_files(self, run_dir: Path) -> list[str]:
+        self.target_vocab.save(run_dir / TARGET_VOCAB_FILE)
+        return [TARGET_VOCAB_FILE]
+
+    @classmethod
+    def resolve_monitor(cls, task_config, monitor: str) -> str:
+        """Under ``eval: sampled-99`` the ranking metric names carry that label, and so does the monitor."""
+        monitor = super().resolve_monitor(task_config, monitor)
+        if task_config.eval == "sampled-99" and "sampled99_" not in monitor:
+            monitor = monitor.replace("valid/", "valid/sampled99_", 1)
+        return monitor
+
+    @classmethod
+    def protocol(cls, info: dict) -> str:
+        if info.get("eval") == "sampled-99":
+            return "sampled-99 ranking (the positive among 99 sampled negatives)"
+        return "full ranking over all target items"
+
+    @classmethod
+    def load_head(cls, info: dict, base) -> torch.nn.Module:
+        return base.backbone.item_encoder.make_target_head(info["target_items"])
+
+    @classmethod
+    def load_extras(cls, run_dir: Path) -> dict[str, Any]:
+        return {"target_vocab": Vocabulary.load(run_dir / TARGET_VOCAB_FILE)}
+
+    @classmethod
+    def recommend(cls, run, users: list[str], inputs: torch.Tensor, top_k: int) -> Iterator[dict]:
+        """Top-k target items per user (nothing excluded: the user has no target history)."""
+        yield from top_items(run.model(inputs), run.extras["target_vocab"], users, top_k)

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from peterrec.baselines import bag_of_items_logistic, majority_class
+from peterrec.choices import EVAL_SPLITS
 from peterrec.config import FinetuneConfig
-from peterrec.data import Vocabulary, check_users_have_sequences, read_labels
-from peterrec.heads import ClassifierHead
-from peterrec.metrics import classification_metrics, per_user_correct
+from peterrec.data import check_users_have_sequences, read_labels
+from peterrec.evaluation.baselines import bag_of_items_logistic, majority_class
+from peterrec.evaluation.metrics import classification_metrics, per_user_correct
+from peterrec.model.heads import ClassifierHead
 from peterrec.tasks.base import (
-    SPLITS,
     SupervisedTask,
     UserSplit,
     encode_sources,
@@ -25,14 +27,15 @@ class ProfileTask(SupervisedTask):
     """Labels for some users; every labelled user with a source sequence is one example."""
 
     kind = "profile"
+    default_monitor = "valid/accuracy"
 
-    def __init__(self, config: FinetuneConfig, vocab: Vocabulary):
+    def __init__(self, config: FinetuneConfig, base):
         task = config.task
         labels = read_labels(task.labels, user_column=task.label_user_column, label_column=task.label_column)
-        sequences = encode_sources(config, vocab, set(labels))
+        sequences = encode_sources(config, base, set(labels))
         labels, self.skipped_users = check_users_have_sequences(labels, sequences, task.labels)
         self.classes = sorted(set(labels.values()))
-        self.num_source_items = len(vocab)
+        self.num_source_items = len(base.vocab)
         index = {c: i for i, c in enumerate(self.classes)}
         splits = {}
         for name, users in split_task_users(list(labels), config).items():
@@ -46,8 +49,8 @@ class ProfileTask(SupervisedTask):
             )
         super().__init__(splits, config.train.batch_size)
 
-    def make_head(self, channels: int) -> ClassifierHead:
-        return ClassifierHead(channels, len(self.classes))
+    def make_head(self, base) -> ClassifierHead:
+        return ClassifierHead(base.backbone.channels, len(self.classes))
 
     def example_loss(self, model, inputs, targets, generator) -> torch.Tensor:
         return F.cross_entropy(model(inputs), targets)
@@ -74,7 +77,7 @@ class ProfileTask(SupervisedTask):
     def baselines(self) -> dict[str, dict[str, float]]:
         train = self.splits["train"]
         rows = {"majority": {}, "bag_of_items_lr": {}}
-        for split in SPLITS[1:]:
+        for split in EVAL_SPLITS:
             part = self.splits[split]
             k = len(self.classes)
             rows["majority"].update(self._metrics(majority_class(train.targets, len(part), k), split))
@@ -86,3 +89,23 @@ class ProfileTask(SupervisedTask):
 
     def describe(self) -> dict:
         return {**super().describe(), "classes": self.classes, "skipped_users": self.skipped_users}
+
+    @classmethod
+    def main_metric(cls, columns: list[str]) -> tuple[str, str]:
+        return "test/accuracy", "accuracy"
+
+    @classmethod
+    def protocol(cls, info: dict) -> str:
+        return "classification of held-out users"
+
+    @classmethod
+    def load_head(cls, info: dict, base) -> ClassifierHead:
+        return ClassifierHead(base.backbone.channels, len(info["classes"]))
+
+    @classmethod
+    def recommend(cls, run, users: list[str], inputs: torch.Tensor, top_k: int) -> Iterator[dict]:
+        """Label probabilities per user (``top_k`` does not apply: every class is listed)."""
+        probs = torch.softmax(run.model(inputs), dim=-1)
+        classes = run.manifest.task["classes"]
+        for user, row in zip(users, probs.tolist(), strict=True):
+            yield {"user": user, "probabilities": dict(zip(classes, row, strict=True))}

@@ -1,0 +1,468 @@
+"""`peterrec compare`: every strategy x seed x train fraction, each finetuned in its own process.
+
+One process per run so that its peak resident memory (``ru_maxrss``) belongs to that run alone. Finished
+run directories whose config matches are reused, so an interrupted compare picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import click
+import numpy as np
+
+from peterrec import checkpoint as ckpt
+from peterrec.choices import CLASSIC_STRATEGIES, STRATEGIES
+from peterrec.commands.common import config_option, set_option
+from peterrec.commands.finetune import resolve_overrides, run_finetune
+from peterrec.config import AdapterConfig, FinetuneConfig, dump_config, load_config
+from peterrec.errors import CheckpointError, ConfigError, PeterRecError
+from peterrec.evaluation.metrics import paired_bootstrap_ci
+from peterrec.manifest import FinetuneManifest, read_manifest
+from peterrec.reporting import REFERENCE, plot_results, primary_columns, render_table, write_outputs
+from peterrec.runs import WEIGHTS_FILE
+from peterrec.tasks import resolve_monitor, task_class
+from peterrec.training.trainer import lower_is_better
+
+logger = logging.getLogger(__name__)
+
+USAGE_FILE = "usage.json"  # written by the run's own process after it finishes
+
+
+class RunSpec(NamedTuple):
+    """One finetune run of a compare."""
+
+    strategy: str
+    fraction: float
+    seed: int
+    lr: float | None  # None: the config's per-strategy lr
+
+    def name(self) -> str:
+        lr = "" if self.lr is None else f"-lr{self.lr:g}"
+        return f"{self.strategy.replace(':', '-')}-f{self.fraction:g}-s{self.seed}{lr}"
+
+
+@dataclass
+class RunRecord:
+    spec: RunSpec
+    run_dir: Path
+    manifest: FinetuneManifest
+    per_user: dict[str, list[float]]
+    usage: dict
+
+
+@dataclass
+class CompareResult:
+    """What a compare produced: the markdown table (with its note), its rows and every run it used."""
+
+    out: Path
+    table: str
+    rows: list[dict]
+    records: list[RunRecord]
+    plot: Path | None = None
+
+
+# ------------------------------------------------------------------------------------ option parsing
+
+
+def split_strategy(name: str) -> tuple[str, str | None]:
+    """``adapter:lora`` -> (``adapter``, ``lora``): the ``adapter`` strategy with that adapter kind."""
+    strategy, _, kind = name.partition(":")
+    return strategy, (kind or None)
+
+
+def parse_strategies(text: str) -> list[str]:
+    """``all`` (the seven classic strategies) or a comma list of strategy names; ``adapter:KIND`` runs the
+    ``adapter`` strategy with a registered adapter kind (its default options)."""
+    from peterrec.model.adapters import ADAPTERS
+
+    if text.strip() == "all":
+        return list(CLASSIC_STRATEGIES)
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    for name in names:
+        strategy, kind = split_strategy(name)
+        if strategy not in STRATEGIES or (
+            kind is not None and (strategy != "adapter" or kind not in ADAPTERS)
+        ):
+            raise ConfigError(
+                f"--strategies: unknown strategy '{name}'; choose from all, {', '.join(STRATEGIES)}, "
+                f"or adapter:KIND with a kind of {', '.join(ADAPTERS)}"
+            )
+    if not names or len(set(names)) != len(names):
+        raise ConfigError(f"--strategies: expected distinct strategy names separated by commas, got {text!r}")
+    return names
+
+
+def parse_float_list(text: str, option: str, upper: float | None = None) -> list[float]:
+    """``0.1,1.0`` -> [0.1, 1.0]; every value positive and at most ``upper``."""
+    values = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise ConfigError(f"{option}: {part.strip()!r} is not a number (expected e.g. 0.1,1.0)") from None
+        if not value > 0 or (upper is not None and value > upper):
+            bound = f"in (0, {upper:g}]" if upper is not None else "positive"
+            raise ConfigError(f"{option}: every value must be {bound}, got {part.strip()}")
+        values.append(value)
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{option}: values must be distinct, got {text!r}")
+    return values
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+def spec_config(config: FinetuneConfig, spec: RunSpec) -> FinetuneConfig:
+    """The config a run is started with: the adapter kind of an ``adapter:KIND`` entry (with its default
+    options, unless the config already names that kind) and the grid's lr, if any, as this strategy's lr."""
+    strategy, kind = split_strategy(spec.strategy)
+    if kind is not None and kind != config.adapter.kind:
+        adapter = AdapterConfig.parse(
+            {"kind": kind, "layers": config.adapter.layers}, "adapter", "--strategies"
+        )
+        config = dataclasses.replace(config, adapter=adapter)
+    if spec.lr is None:
+        return config
+    lrs = {**config.strategy.lr, strategy: spec.lr}
+    return dataclasses.replace(config, strategy=dataclasses.replace(config.strategy, lr=lrs))
+
+
+def run_in_process(
+    config: FinetuneConfig, backbone_dir: Path, spec: RunSpec, run_dir: Path, resume: bool = False
+) -> None:
+    """One finetune in a fresh ``python -m peterrec.commands.compare`` process, so its memory peak is its own.
+
+    A subprocess rather than multiprocessing: nothing of the caller (its ``__main__``, its threads) is
+    re-imported or inherited. The config travels as YAML, the child's error message back as a file.
+    """
+    level = logging.getLogger("peterrec").getEffectiveLevel()
+    with tempfile.TemporaryDirectory(prefix="peterrec-compare-") as tmp:
+        config_path, error_path = Path(tmp) / "config.yaml", Path(tmp) / "error.txt"
+        config_path.write_text(dump_config(config), encoding="utf-8")
+        args = [
+            config_path,
+            backbone_dir,
+            run_dir,
+            split_strategy(spec.strategy)[0],
+            spec.fraction,
+            spec.seed,
+            level,
+            error_path,
+            int(resume),
+        ]
+        rc = subprocess.run([sys.executable, "-m", "peterrec.commands.compare", *map(str, args)]).returncode
+        if rc != 0:
+            raise PeterRecError(child_failure(run_dir, rc, error_path))
+
+
+def child_failure(run_dir: Path, returncode: int, error_path: Path) -> str:
+    """Why a finetune process failed: its own message when it wrote one, else how it ended."""
+    if error_path.is_file() and error_path.read_text(encoding="utf-8").strip():
+        return error_path.read_text(encoding="utf-8").strip()
+    if returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
+        hint = " (the kernel's out-of-memory killer sends SIGKILL)" if name == "SIGKILL" else ""
+        return f"{run_dir}: the finetune process was killed by {name}{hint}"
+    return f"{run_dir}: the finetune process exited with status {returncode} without a message"
+
+
+def _child_main(argv: list[str]) -> None:
+    """The child side of :func:`run_in_process`: finetune, then record this process's peak memory."""
+    config_path, backbone_dir, run_dir, strategy, fraction, seed, level, error_path, resume = argv
+    logging.basicConfig(level=int(level), format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    import torch
+
+    try:
+        config = load_config(FinetuneConfig, config_path)
+        kwargs = {"strategy": strategy, "seed": int(seed), "train_fraction": float(fraction)}
+        done = run_finetune(config, backbone_dir, out=run_dir, resume=bool(int(resume)), **kwargs)
+    except PeterRecError as exc:
+        Path(error_path).write_text(str(exc), encoding="utf-8")
+        sys.exit(2)
+    except Exception as exc:  # a bug, not a user error: report it, with the traceback on stderr
+        traceback.print_exc()
+        message = f"{run_dir}: the finetune process failed with {type(exc).__name__}: {exc}"
+        Path(error_path).write_text(message, encoding="utf-8")
+        sys.exit(1)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    usage = {"peak_rss_mb": rss / (1024 * 1024 if sys.platform == "darwin" else 1024), "peak_cuda_mb": None}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        usage["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    ckpt.atomic_write_json(Path(done) / USAGE_FILE, usage)
+
+
+def interrupted_run(staging: Path) -> bool:
+    """Whether an interrupted run is there to resume. A run of ours that stopped before its first resume
+    point is removed (nothing in it can be continued); a folder peterrec did not make is refused, never
+    deleted."""
+    if not staging.exists():
+        return False
+    if not ckpt.is_own_run(staging):
+        raise CheckpointError(
+            f"{staging}: is in the way and was not made by peterrec; it is left untouched: "
+            "move it away, or pass another --out"
+        )
+    if (staging / "last.pt").is_file():
+        return True
+    logger.info("removing %s: it stopped before its first resume point", staging)
+    ckpt.discard_run_dir(staging)
+    return False
+
+
+def backbone_sha(backbone_dir: Path) -> str:
+    return read_manifest(backbone_dir).sha256.get(WEIGHTS_FILE, "")
+
+
+def ensure_run(config: FinetuneConfig, backbone_dir: Path, spec: RunSpec, run_dir: Path) -> RunRecord:
+    """Reuse a finished run made from the same config and backbone; otherwise run it afresh."""
+    config = spec_config(config, spec)
+    expected = dump_config(
+        resolve_overrides(config, split_strategy(spec.strategy)[0], spec.seed, spec.fraction)
+    )
+    if run_dir.is_dir():
+        manifest = read_manifest(run_dir)
+        same_config = (run_dir / "config.yaml").read_text(encoding="utf-8") == expected
+        if not same_config or manifest.base.sha256 != backbone_sha(backbone_dir):
+            raise CheckpointError(
+                f"{run_dir}: a finished run from another config or backbone is there; "
+                "delete it or pass another --out"
+            )
+        logger.info("reusing %s", run_dir)
+    else:
+        resume = interrupted_run(ckpt.partial_dir(run_dir))
+        logger.info("%s %s", "resuming" if resume else "finetuning", spec.name())
+        run_in_process(config, backbone_dir, spec, run_dir, resume)
+        manifest = read_manifest(run_dir)
+    per_user = json.loads((run_dir / "test_per_user.json").read_text(encoding="utf-8"))
+    usage_path = run_dir / USAGE_FILE
+    usage = json.loads(usage_path.read_text(encoding="utf-8")) if usage_path.is_file() else {}
+    return RunRecord(spec, run_dir, manifest, per_user, usage)
+
+
+# ---------------------------------------------------------------------------------------- summarising
+
+
+def pick_lrs(records: list[RunRecord], monitor: str) -> dict[tuple[float, str], float | None]:
+    """Per (fraction, strategy), the lr with the best mean validation ``monitor`` over seeds."""
+    sign = -1.0 if lower_is_better(monitor) else 1.0
+    scores: dict[tuple[float, str], dict[float | None, list[float]]] = {}
+    for r in records:
+        if monitor not in r.manifest.metrics:
+            raise ConfigError(f"train.monitor '{monitor}' is not among the metrics of {r.run_dir}")
+        key = (r.spec.fraction, r.spec.strategy)
+        scores.setdefault(key, {}).setdefault(r.spec.lr, []).append(r.manifest.metrics[monitor])
+    return {key: max(by_lr, key=lambda lr: sign * np.mean(by_lr[lr])) for key, by_lr in scores.items()}
+
+
+def mean_std(values: Sequence[float]) -> dict:
+    """Mean and sample standard deviation (ddof=1; None for a single seed, where it is undefined)."""
+    v = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)) if v.size > 1 else None,
+        "values": v.tolist(),
+    }
+
+
+def main_metric(manifest: FinetuneManifest, columns: list[str]) -> tuple[str, str]:
+    """(table column, per-user key) of the metric the confidence intervals are computed on."""
+    return task_class(manifest.task_type).main_metric(columns)
+
+
+def pooled_per_user(records: list[RunRecord], key: str) -> np.ndarray:
+    """Per-user values averaged over seeds (the user order is fixed by task.split_seed)."""
+    return np.mean([np.asarray(r.per_user[key], dtype=np.float64) for r in records], axis=0)
+
+
+def backbone_share(manifest: FinetuneManifest) -> float | None:
+    """Trainable parameters outside the head, as a % of the pretrained model (item tables included)."""
+    p = manifest.parameters
+    if "head" not in p or not p.get("pretrained"):
+        return None  # runs written before 0.2.0 did not record the split
+    return 100.0 * (p["trainable"] - p["head"]) / p["pretrained"]
+
+
+def strategy_row(
+    runs: list[RunRecord], columns: list[str], reference: list[RunRecord] | None, key: str, name: str
+) -> dict:
+    """One strategy's row; ``reference`` runs (strategy ``name``) give the paired CI."""
+    first = runs[0]
+    rss = [r.usage["peak_rss_mb"] for r in runs if r.usage.get("peak_rss_mb") is not None]
+    cuda = [r.usage["peak_cuda_mb"] for r in runs if r.usage.get("peak_cuda_mb") is not None]
+    ci = None
+    if reference is not None and first.spec.strategy != name:
+        diff, low, high = paired_bootstrap_ci(pooled_per_user(runs, key), pooled_per_user(reference, key))
+        ci = {"diff": diff, "low": low, "high": high}
+    return {
+        "method": first.spec.strategy,
+        "train_fraction": first.spec.fraction,
+        "lr": first.manifest.lr,
+        "seeds": [r.spec.seed for r in runs],
+        "metrics": {c: mean_std([r.manifest.metrics[c] for r in runs]) for c in columns},
+        "trainable": first.manifest.parameters["trainable"],
+        "backbone_share": backbone_share(first.manifest),
+        "stored_bytes": first.manifest.parameters["stored_bytes"],
+        "seconds_per_epoch": float(np.mean([r.manifest.seconds_per_epoch or 0.0 for r in runs])),
+        "peak_rss_mb": float(np.mean(rss)) if rss else None,
+        "peak_cuda_mb": float(np.mean(cuda)) if cuda else None,
+        "ci": ci,
+        "reference": name,
+    }
+
+
+def baseline_rows(runs: list[RunRecord], columns: list[str]) -> list[dict]:
+    """The task's simple baselines, as recorded by one of this fraction's runs (identical across them)."""
+    rows = []
+    for name, values in runs[0].manifest.baselines.items():
+        metrics = {c: {"mean": values[c], "std": None, "values": [values[c]]} for c in columns if c in values}
+        rows.append(
+            {"method": name, "train_fraction": runs[0].spec.fraction, "baseline": True, "metrics": metrics}
+        )
+    return rows
+
+
+def build_rows(
+    records: list[RunRecord],
+    strategies: list[str],
+    fractions: list[float],
+    monitor: str,
+    reference: str = REFERENCE,
+) -> list[dict]:
+    columns = primary_columns(records[0].manifest.metrics)
+    _, key = main_metric(records[0].manifest, columns)
+    chosen = pick_lrs(records, monitor)
+    rows = []
+    for fraction in fractions:
+        picked = {
+            s: [r for r in records if r.spec[:2] == (s, fraction) and r.spec.lr == chosen[(fraction, s)]]
+            for s in strategies
+        }
+        against = picked.get(reference)
+        rows += [strategy_row(picked[s], columns, against, key, reference) for s in strategies]
+        rows += baseline_rows(picked[strategies[0]], columns)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------- presenting
+
+
+def describe_measurement(
+    records: list[RunRecord], fractions: list[float], main: str, lr_grid, reference: str = REFERENCE
+) -> str:
+    """The line under the table: task, split sizes, seeds, protocol, and what the cost columns mean."""
+    task = records[0].manifest.task
+    sizes = []
+    for fraction in fractions:
+        info = next(r.manifest.task for r in records if r.spec.fraction == fraction)
+        users = [str(info[s]["users"]) for s in ("train", "valid", "test") if s in info]
+        split = f"train/valid/test users {'/'.join(users)}" if users else f"{info.get('users')} users"
+        sizes.append(f"{split} at train fraction {fraction:g}")
+    protocol = task_class(task["type"]).protocol(task)
+    seeds = sorted({r.spec.seed for r in records})
+    lr = f"lr picked per strategy on mean {lr_grid[1]} from {lr_grid[0]}" if lr_grid else "lr from the config"
+    ci = (
+        f" CI = per-user paired bootstrap 95% CI of (strategy − {reference}) on {main}, per-user values "
+        "averaged over seeds first. Backbone % = trainable parameters outside the head as a share of the "
+        "pretrained model, item tables included."
+    )
+    return (
+        f"Measured: task {task['type']}; {'; '.join(sizes)}; protocol {protocol}; "
+        f"mean ± std (ddof=1) over seeds {seeds}; {lr}. Peak RSS = peak resident memory of each run's own "
+        f"process, torch runtime included.{ci if any(r.spec.strategy == reference for r in records) else ''}"
+    )
+
+
+def run_compare(
+    config: FinetuneConfig,
+    backbone_dir: str | Path,
+    strategies: Sequence[str] = CLASSIC_STRATEGIES,
+    seeds: int | Sequence[int] = 3,
+    train_fractions: Sequence[float] = (1.0,),
+    lr_grid: Sequence[float] | None = None,
+    out: str | Path | None = None,
+    plot: str | Path | None = None,
+    reference: str = REFERENCE,
+) -> CompareResult:
+    """Finetune every strategy x seed x fraction (x lr) in its own process; write and return the table.
+
+    ``seeds``: a count (``train.seed``, ``train.seed + 1``, ...) or explicit seeds. Run directories go to
+    ``<out>/runs/<strategy>-f<fraction>-s<seed>[-lr<lr>]``; finished ones with a matching config are reused.
+    Paired confidence intervals compare every row with the ``reference`` strategy's row.
+    """
+    parse_strategies(",".join(strategies))  # the command line's checks, for Python callers too
+    parse_float_list(",".join(map(str, train_fractions)), "--train-fraction", upper=1.0)
+    parse_float_list(",".join(map(str, lr_grid or [1])), "--lr-grid")
+    seed_list = [config.train.seed + i for i in range(seeds)] if isinstance(seeds, int) else list(seeds)
+    if not seed_list:
+        raise ConfigError("--seeds: need at least one seed")
+    if plot is not None and Path(plot).suffix.lower() != ".png":
+        raise ConfigError(f"--plot: expected a .png file name, got {plot}")
+    backbone_dir = Path(backbone_dir)
+    out = Path(out) if out else Path("checkpoints") / f"compare-{config.name}-{config.task.type}"
+    lrs = list(lr_grid) if lr_grid else [None]
+    records = []
+    for fraction in train_fractions:
+        for strategy in strategies:
+            for lr in lrs:
+                for seed in seed_list:
+                    spec = RunSpec(strategy, fraction, seed, lr)
+                    records.append(ensure_run(config, backbone_dir, spec, out / "runs" / spec.name()))
+    monitor = resolve_monitor(config)
+    rows = build_rows(records, list(strategies), list(train_fractions), monitor, reference)
+    columns = primary_columns(records[0].manifest.metrics)
+    main, _ = main_metric(records[0].manifest, columns)
+    table = render_table(rows, columns, main, list(train_fractions), reference)
+    grid = (lrs, monitor) if lr_grid else None
+    note = describe_measurement(records, list(train_fractions), main, grid, reference)
+    text = f"{table}\n\n{note}"
+    write_outputs(out, text, rows, columns)
+    plotted = plot_results(rows, main, list(train_fractions), Path(plot)) if plot else None
+    return CompareResult(out, text, rows, records, plotted)
+
+
+@click.command()
+@config_option
+@click.option("--backbone", type=click.Path(), required=True, help="A pretrain run directory.")
+@click.option("--strategies", default="all", show_default=True, help="'all' or a comma list of strategies.")
+@click.option("--seeds", type=int, default=3, show_default=True, help="Seeds per run (train.seed, +1, ...).")
+@click.option("--train-fraction", "train_fractions", default="1.0", show_default=True, help="e.g. 0.1,1.0")
+@click.option("--lr-grid", default=None, help="e.g. 1e-3,3e-4: pick each strategy's lr on validation.")
+@set_option
+@click.option("--out", type=click.Path(), default=None, help="Default checkpoints/compare-<config>-<task>.")
+@click.option("--plot", type=click.Path(), default=None, help="Also draw the main metric to this PNG.")
+@click.option(
+    "--reference", default=None, help=f"The row the paired CIs compare with (default {REFERENCE}, when run)."
+)
+def command(
+    config_path, backbone, strategies, seeds, train_fractions, lr_grid, overrides, out, plot, reference
+) -> None:
+    """Finetune several strategies x seeds (x train fractions), each in its own process; one table."""
+    names = parse_strategies(strategies)
+    fractions = parse_float_list(train_fractions, "--train-fraction", upper=1.0)
+    grid = parse_float_list(lr_grid, "--lr-grid") if lr_grid is not None else None
+    if seeds < 1:
+        raise ConfigError(f"--seeds: need at least 1, got {seeds}")
+    config = load_config(FinetuneConfig, config_path, list(overrides))
+    out = out or str(Path("checkpoints") / f"compare-{Path(config_path).stem}-{config.task.type}")
+    if reference is not None and reference not in names:
+        raise ConfigError(f"--reference: '{reference}' is not among --strategies ({', '.join(names)})")
+    result = run_compare(config, backbone, names, seeds, fractions, grid, out, plot, reference or REFERENCE)
+    click.echo(result.table)
+    click.echo(f"\nwrote {result.out}/results.md, results.csv, results.json" + (f", {plot}" if plot else ""))
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1:])

@@ -1,0 +1,239 @@
+"""Transfer a pretrained NextItNet to a downstream task: the model, and what each strategy trains.
+
+:class:`TransferModel` is a backbone plus a task head on a user representation (B, C).
+:func:`apply_strategy` prepares it in place for one transfer strategy (adapters, re-initialisation,
+``requires_grad``) and returns a :class:`StrategyReport` with exact parameter counts. What each strategy
+does is one row of :data:`STRATEGY_PLANS`:
+
+| strategy     | trained                                               | backbone                   |
+|--------------|-------------------------------------------------------|----------------------------|
+| ``peterrec``   | adapter (patches) + head + LayerNorms per ``train_norms`` | pretrained, frozen     |
+| ``fine_all``   | everything                                          | pretrained                 |
+| ``fine_cls``   | head                                                | pretrained, frozen         |
+| ``fine_last1`` | last block's conv2 and ln2 + head                   | pretrained, rest frozen    |
+| ``fine_last2`` | last block's conv1, conv2, ln1, ln2 + head          | pretrained, rest frozen    |
+| ``peter_zero`` | as ``peterrec``                                     | random (seeded), frozen    |
+| ``scratch``    | everything                                          | random (seeded)            |
+| ``adapter``    | the configured adapter kind + head (no LayerNorms)  | pretrained, frozen         |
+
+A trainable [CLS] embedding (``train_cls=True``) is trained by every strategy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from peterrec.choices import STRATEGIES, Pooling, Strategy, TrainNorms, check_choice
+from peterrec.model.adapters import adapter_options, adapters_of, add_adapters, load_base_state_dict
+from peterrec.model.adapters.base import Layers
+from peterrec.model.backbone import NextItNet, count_parameters
+from peterrec.tokens import CLS, PAD
+
+
+@dataclass(frozen=True)
+class StrategyPlan:
+    """What a strategy does to a backbone."""
+
+    pretrained: bool  # False: the backbone is re-initialised (seeded) first
+    train_backbone: bool  # every backbone tensor trains
+    adapted: bool  # the configured adapter trains
+    unfreeze_last: tuple[str, ...] = ()  # layers of the last residual block that train
+    norms: bool = True  # with ``adapted``: the LayerNorms of ``train_norms`` train too
+
+
+STRATEGY_PLANS: dict[str, StrategyPlan] = {
+    "peterrec": StrategyPlan(pretrained=True, train_backbone=False, adapted=True),
+    "fine_all": StrategyPlan(pretrained=True, train_backbone=True, adapted=False),
+    "fine_cls": StrategyPlan(pretrained=True, train_backbone=False, adapted=False),
+    "fine_last1": StrategyPlan(True, False, False, unfreeze_last=("conv2", "ln2")),
+    "fine_last2": StrategyPlan(True, False, False, unfreeze_last=("conv1", "ln1", "conv2", "ln2")),
+    "peter_zero": StrategyPlan(pretrained=False, train_backbone=False, adapted=True),
+    "scratch": StrategyPlan(pretrained=False, train_backbone=True, adapted=False),
+    "adapter": StrategyPlan(pretrained=True, train_backbone=False, adapted=True, norms=False),
+}
+assert tuple(STRATEGY_PLANS) == STRATEGIES, "every strategy needs exactly one plan"
+
+NORMS_TRAINED: dict[str, tuple[str, ...]] = {"ln2": ("ln2",), "none": (), "all": ("ln1", "ln2")}
+
+
+class TransferModel(nn.Module):
+    """A (pretrained) backbone and a task head: ``model(seqs)`` is ``head(user_representation(seqs))``.
+
+    ``pooling`` says how hidden states (B, L, C) become one vector per user:
+
+    - ``cls_end``: append [CLS] to each left-padded sequence and read that last position (for a causal
+      backbone the only position that has seen the whole sequence).
+    - ``first_last``: mean of the hidden states at the first and the last real positions (non-causal only).
+    - ``mean``: mean over real positions, [PAD] excluded. Valid for a causal backbone too: position t then
+      summarises the prefix up to t, and the mean weighs every prefix alike.
+    - ``auto``: ``cls_end``.
+
+    The [CLS] vector is the item encoder's [CLS] row. With ``train_cls=True`` the model owns a separate
+    parameter ``cls_embedding`` (C,), initialised from that row and handed to the item encoder in its
+    place, so the backbone's row is never changed by training [CLS].
+    """
+
+    def __init__(
+        self, backbone: NextItNet, head: nn.Module, pooling: Pooling = "auto", train_cls: bool = False
+    ):
+        super().__init__()
+        check_choice("pooling", pooling, Pooling)
+        if backbone.causal and pooling == "first_last":
+            raise ValueError(
+                "pooling 'first_last' needs a non-causal backbone (a causal model's first position has seen "
+                "one item only); use 'cls_end' or 'mean' with a causal backbone"
+            )
+        self.backbone = backbone
+        self.head = head
+        self.pooling = "cls_end" if pooling == "auto" else pooling
+        self.cls_embedding: nn.Parameter | None = None
+        if train_cls:
+            self.cls_embedding = nn.Parameter(backbone.item_encoder.cls_row())
+
+    def forward(self, seqs: torch.Tensor) -> torch.Tensor:
+        """Head outputs for left-padded item sequences (B, L), e.g. class logits or item scores."""
+        return self.head(self.user_representation(seqs))
+
+    def user_representation(self, seqs: torch.Tensor) -> torch.Tensor:
+        """One vector (B, C) per left-padded sequence (B, L), pooled as ``self.pooling`` says."""
+        if self.pooling == "cls_end":
+            cls = torch.full((len(seqs), 1), CLS, dtype=seqs.dtype, device=seqs.device)
+            # Appending on the right keeps the padding on the left, where the backbone expects it.
+            return self.backbone(torch.cat([seqs, cls], dim=1), self.cls_embedding)[:, -1]
+        hidden = self.backbone(seqs, self.cls_embedding)
+        real = seqs != PAD
+        if self.pooling == "mean":
+            weights = real.unsqueeze(-1).to(hidden.dtype)
+            # An all-[PAD] row has no real position; clamping gives it a zero vector instead of NaN.
+            return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+        # first_last: argmax returns the first maximal index, i.e. the first real position.
+        first = real.int().argmax(dim=1)
+        last = real.shape[1] - 1 - real.flip(1).int().argmax(dim=1)
+        rows = torch.arange(len(seqs), device=seqs.device)
+        return (hidden[rows, first] + hidden[rows, last]) / 2
+
+    def extra_repr(self) -> str:
+        return f"pooling={self.pooling!r}, train_cls={self.cls_embedding is not None}"
+
+
+@dataclass
+class StrategyReport:
+    """Exact parameter counts after :func:`apply_strategy`.
+
+    ``stored`` counts what a patch file for this strategy must hold: every tensor with ``requires_grad``.
+    (``peter_zero``'s frozen random backbone is not stored; it is rebuilt from the strategy's ``seed``.)
+    ``adapters`` lists the adapters added, as recorded specs (kind, layers, options).
+    """
+
+    strategy: str
+    trainable: int
+    total: int
+    stored: int
+    adapters: list[dict] = field(default_factory=list)
+    head: int = 0  # trainable parameters of the head (and a trainable [CLS]); the rest are the backbone's
+
+    @property
+    def percent(self) -> float:
+        """Trainable parameters as a percentage of all parameters."""
+        return 100.0 * self.trainable / self.total if self.total else 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"trainable params: {self.trainable:,} || all params: {self.total:,} "
+            f"|| trainable%: {self.percent:.2f}"
+        )
+
+
+def apply_strategy(
+    model: TransferModel,
+    strategy: Strategy,
+    *,
+    adapter: str = "bottleneck",
+    layers: Layers = "all",
+    train_norms: TrainNorms = "ln2",
+    seed: int = 0,
+    **adapter_opts: Any,
+) -> StrategyReport:
+    """Prepare ``model`` in place for one transfer strategy and report its parameter counts.
+
+    ``peter_zero`` and ``scratch`` first re-initialise the backbone exactly as ``torch.manual_seed(seed)``
+    followed by a fresh ``NextItNet`` would. ``peterrec`` and ``peter_zero`` then add the ``adapter`` kind
+    (default ``bottleneck``, PeterRec's patches; its options, e.g. ``insertion``, ``ratio``,
+    ``parallel_form``, as keywords) on ``layers``, drawn from ``seed`` too, and train it with the head and
+    the block LayerNorms named by ``train_norms`` (``ln2``: the second of every block, as the original;
+    ``none``; ``all``). The global RNG is left as it was. Finally ``requires_grad`` is set on exactly the
+    tensors the strategy trains: the adapters' declared names, the head and a trainable [CLS].
+    """
+    check_choice("strategy", strategy, Strategy)
+    check_choice("train_norms", train_norms, TrainNorms)
+    options = adapter_options(adapter, adapter_opts)  # checked even when the strategy adds no adapter
+    plan = STRATEGY_PLANS[strategy]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if not plan.pretrained:
+            reinitialise_backbone(model.backbone)
+        if plan.adapted:
+            add_adapters(model, adapter, layers=layers, **vars(options))
+            if plan.norms and NORMS_TRAINED[train_norms]:
+                add_adapters(model, "unfreeze", parts=NORMS_TRAINED[train_norms])
+        if plan.unfreeze_last:
+            add_adapters(model, "unfreeze", layers=[-1], parts=plan.unfreeze_last)
+    model.requires_grad_(plan.train_backbone)
+    for tensor in _declared_trainable(model):
+        tensor.requires_grad_(True)
+    trainable = count_parameters(model, trainable_only=True)
+    head = count_parameters(model.head, trainable_only=True)
+    head += model.cls_embedding.numel() if model.cls_embedding is not None else 0
+    return StrategyReport(
+        strategy,
+        trainable=trainable,
+        total=count_parameters(model),
+        stored=trainable,
+        adapters=[a.spec() for a in adapters_of(model)],
+        head=head,
+    )
+
+
+def _declared_trainable(model: TransferModel) -> list[nn.Parameter]:
+    """The head, a trainable [CLS] and every tensor an adapter declared."""
+    tensors = list(model.head.parameters())
+    if model.cls_embedding is not None:
+        tensors.append(model.cls_embedding)
+    for adapter in adapters_of(model):
+        tensors += [model.backbone.get_parameter(name) for name in adapter.trainable_names]
+    return tensors
+
+
+def reinitialise_backbone(backbone: NextItNet) -> None:
+    """Overwrite the backbone's weights with those a fresh ``NextItNet`` draws from the global RNG.
+
+    Adapters, if any, are left as they are.
+    """
+    load_base_state_dict(backbone, backbone.fresh().state_dict())
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors with ``requires_grad``, under their full state-dict names (what a patch file holds)."""
+    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def frozen_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Everything else in ``model.state_dict()``: frozen parameters and buffers."""
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k not in trainable}
+
+
+__all__ = [
+    "STRATEGY_PLANS",
+    "StrategyPlan",
+    "StrategyReport",
+    "TransferModel",
+    "apply_strategy",
+    "frozen_state_dict",
+    "reinitialise_backbone",
+    "trainable_state_dict",
+]

@@ -1,0 +1,204 @@
+"""Pretraining objectives: batch construction and the (sampled) softmax losses over an item output layer.
+
+Two ways to turn click sequences into training pairs:
+
+- ``autoregressive_batch`` (causal backbone): predict item t+1 from items <= t at every real position.
+- ``mask_batch`` (non-causal backbone, GRec-style): corrupt a few real positions and predict the originals.
+
+Targets are item ids with [PAD] meaning "no loss here". The output layer scores real items only, so
+logit column j is item id j + 4; the losses convert ids to columns after selecting the positions that
+carry a target, and never compute logits for the others.
+
+For large vocabularies ``sampled_softmax_loss`` scores the target against a few negatives drawn from a
+``CandidateSampler`` and, like TensorFlow's ``sampled_softmax_loss``, subtracts log(expected count) from
+every logit (logQ correction) and masks accidental hits. Evaluation always uses the full softmax.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from peterrec.choices import Softmax
+from peterrec.model.item_encoder import ItemOutput
+from peterrec.tokens import MASK, NUM_SPECIAL_TOKENS, PAD
+from peterrec.training.samplers import CandidateSampler
+
+# ----------------------------------------------------------------------------- batch construction
+
+
+def autoregressive_batch(seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split left-padded sequences (B, L+1) into next-item ``(inputs, targets)``, each (B, L).
+
+    ``targets[:, t]`` is the item after ``inputs[:, t]``. A target is [PAD] wherever the input or the
+    target is [PAD], so the loss only covers positions that see a real item and predict one.
+    """
+    if seqs.dim() != 2 or seqs.shape[1] < 2:
+        raise ValueError(f"seqs must be (B, L+1) with L >= 1, got shape {tuple(seqs.shape)}")
+    inputs = seqs[:, :-1]
+    targets = seqs[:, 1:].masked_fill(inputs == PAD, PAD)
+    return inputs, targets
+
+
+def masked_count(lengths: torch.Tensor, ratio: float = 0.3, max_masked: int = 30) -> torch.Tensor:
+    """Positions to mask per sequence: min(max_masked, max(1, round(ratio * len))), 0 for empty rows.
+
+    Rounds half to even in float64, exactly like Python's ``round``.
+    """
+    n = torch.round(lengths.double() * ratio).long().clamp(min=1, max=max_masked)
+    return torch.where(lengths > 0, n, torch.zeros_like(n))
+
+
+def mask_batch(
+    seqs: torch.Tensor,
+    num_items: int,
+    generator: torch.Generator,
+    ratio: float = 0.3,
+    max_masked: int = 30,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRec-style corruption of left-padded sequences (B, L) for the non-causal objective.
+
+    Each row gets ``masked_count(len)`` of its real positions, chosen uniformly without replacement
+    ([PAD] is never chosen). Each chosen position independently becomes [MASK] with probability 0.8,
+    a uniformly random real item (ids 4..num_items+3) with probability 0.1, or stays unchanged.
+    Returns ``(inputs, targets)``: targets hold the original item at chosen positions and [PAD]
+    elsewhere. Fully vectorised; all draws come from the CPU ``generator``.
+    """
+    if seqs.dim() != 2:
+        raise ValueError(f"seqs must be (B, L), got shape {tuple(seqs.shape)}")
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    if max_masked < 1:
+        raise ValueError(f"max_masked must be >= 1, got {max_masked}")
+    device = seqs.device
+    batch, length = seqs.shape
+    real = seqs != PAD
+    n_masked = masked_count(real.sum(dim=1), ratio, max_masked)
+
+    # Random keys with PAD pushed last: the n smallest keys of a row are a uniform n-subset of its
+    # real positions.
+    keys = torch.rand(batch, length, generator=generator).to(device)
+    keys = keys.masked_fill(~real, 2.0)
+    order = keys.argsort(dim=1)
+    take = torch.arange(length, device=device).unsqueeze(0) < n_masked.unsqueeze(1)
+    chosen = torch.zeros_like(real).scatter(1, order, take)
+
+    action = torch.rand(batch, length, generator=generator).to(device)
+    random_items = torch.randint(
+        NUM_SPECIAL_TOKENS, num_items + NUM_SPECIAL_TOKENS, (batch, length), generator=generator
+    ).to(device)
+    inputs = torch.where(chosen & (action < 0.8), torch.full_like(seqs, MASK), seqs)
+    inputs = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_items, inputs)
+    targets = seqs.masked_fill(~chosen, PAD)
+    return inputs, targets
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def select_targets(hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep positions whose target is not [PAD]: returns hidden (N, C) and target columns (N,)."""
+    if hidden.shape[:-1] != targets.shape:
+        raise ValueError(
+            f"hidden {tuple(hidden.shape)} and targets {tuple(targets.shape)} disagree on leading shape"
+        )
+    keep = targets != PAD
+    columns = targets[keep] - NUM_SPECIAL_TOKENS
+    if columns.numel() and bool((columns < 0).any()):
+        raise ValueError("targets must be [PAD] or real item ids (>= 4); found [MASK], [CLS] or [UNK]")
+    return hidden[keep], columns
+
+
+def _mean_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    # Sum / count instead of mean: an empty selection gives 0 (still in the graph), not NaN.
+    return F.cross_entropy(logits, labels, reduction="sum") / max(labels.numel(), 1)
+
+
+def _full_softmax(output: ItemOutput, hidden: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    return _mean_cross_entropy(output(hidden), columns)
+
+
+def full_softmax_loss(output: ItemOutput, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross entropy over all real items, averaged over positions whose target is not [PAD].
+
+    ``hidden`` is (B, L, C) or (N, C) and ``targets`` has its leading shape. Logits are computed for
+    the selected positions only.
+    """
+    selected, columns = select_targets(hidden, targets)
+    return _full_softmax(output, selected, columns)
+
+
+def sampled_softmax_loss(
+    output: ItemOutput,
+    hidden: torch.Tensor,
+    target_columns: torch.Tensor,
+    sampler: CandidateSampler,
+    num_samples: int,
+    generator: torch.Generator,
+    logq_correction: bool = True,
+) -> torch.Tensor:
+    """Sampled softmax over the target and ``num_samples`` negatives shared by the whole batch.
+
+    ``hidden`` is (N, C) and ``target_columns`` (N,) holds columns (item id - 4). With
+    ``logq_correction`` every logit, true and sampled, has log(num_samples * q(column)) subtracted,
+    as TensorFlow's ``sampled_softmax_loss`` does (``subtract_log_q``); without it the model learns
+    p / q instead of p. A sampled column equal to a row's target (an accidental hit) is masked out of
+    that row. Returns the mean cross entropy with the true class at index 0.
+    """
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if sampler.num_items != output.num_items:
+        raise ValueError(f"sampler covers {sampler.num_items} items, the output layer {output.num_items}")
+    sampled = sampler.sample(num_samples, generator).to(target_columns.device)
+    true_logits = output.logits_for(hidden, target_columns.unsqueeze(1))  # (N, 1)
+    sampled_logits = output.logits_for(hidden, sampled)  # (N, S)
+    if logq_correction:
+        log_count = math.log(num_samples)
+        true_logits = true_logits - (log_count + sampler.log_prob(target_columns)).unsqueeze(1)
+        sampled_logits = sampled_logits - (log_count + sampler.log_prob(sampled))
+    hits = sampled.unsqueeze(0) == target_columns.unsqueeze(1)
+    sampled_logits = sampled_logits.masked_fill(hits, torch.finfo(sampled_logits.dtype).min)
+    logits = torch.cat([true_logits, sampled_logits], dim=1)
+    labels = torch.zeros(len(target_columns), dtype=torch.long, device=logits.device)
+    return _mean_cross_entropy(logits, labels)
+
+
+def pretrain_loss(
+    output: ItemOutput,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    softmax: Softmax = "full",
+    sampler: CandidateSampler | None = None,
+    num_samples: int = 100,
+    generator: torch.Generator | None = None,
+    logq_correction: bool = True,
+) -> torch.Tensor:
+    """The pretraining loss for either objective: targets are item ids, [PAD] where there is no loss.
+
+    ``softmax="full"`` scores all real items; ``softmax="sampled"`` needs ``sampler`` and
+    ``generator`` and uses ``num_samples`` shared negatives (see ``sampled_softmax_loss``).
+    """
+    selected, columns = select_targets(hidden, targets)
+    if softmax == "full":
+        return _full_softmax(output, selected, columns)
+    if softmax == "sampled":
+        if sampler is None or generator is None:
+            raise ValueError("softmax='sampled' needs a sampler and a generator")
+        return sampled_softmax_loss(
+            output, selected, columns, sampler, num_samples, generator, logq_correction=logq_correction
+        )
+    raise ValueError(f"unknown softmax {softmax!r}; expected 'full' or 'sampled'")
+
+
+__all__ = [
+    "autoregressive_batch",
+    "masked_count",
+    "mask_batch",
+    "select_targets",
+    "full_softmax_loss",
+    "sampled_softmax_loss",
+    "pretrain_loss",
+]
