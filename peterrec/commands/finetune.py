@@ -120,41 +120,46 @@ def run_finetune(
         distributed=distributed,
     )
     result = fit_or_discard(trainer, staging, resume, owner=distributed.is_main)
-    if not distributed.is_main:
-        return None  # rank 0 evaluates and writes the run
-    model.load_state_dict(result.best_state, strict=False)
-    valid, _ = task.evaluate(model, "valid", device, bs)
-    test, per_user = task.evaluate(model, "test", device, bs)
 
-    save_weights(staging / PATCH_FILE, trainable_state_dict(model))
-    atomic_write_json(
-        staging / "test_per_user.json", {k: np.asarray(v).tolist() for k, v in per_user.items()}
-    )
-    seconds = [row["train/seconds"] for row in result.history]
-    manifest = FinetuneManifest(
-        name=config.name,
-        strategy=name,
-        task=task.describe(),
-        base=BaseRef(path=str(base.run_dir), sha256=base.sha256, name=base.manifest.name),
-        adapters=report.adapters,
-        sha256={f: sha256_file(staging / f) for f in [PATCH_FILE, "config.yaml", *task_files]},
-        parameters={
-            "trainable": report.trainable,
-            "total": report.total,
-            "stored": report.stored,
-            "stored_bytes": (staging / PATCH_FILE).stat().st_size,
-            "head": report.head,  # trainable head (+ [CLS]); trainable - head = what adapts the backbone
-            "pretrained": base.manifest.parameters["total"],  # backbone + item tables of the base run
-        },
-        lr=config.train.lr,
-        train_fraction=config.task.train_fraction,
-        seconds_per_epoch=round(float(np.mean(seconds)), 3) if seconds else None,
-        peak_memory_bytes=peak_memory_bytes(device),
-        metrics={**valid, **test},
-        baselines=task.baselines(),
-        **training_facts(result, started, device, config.train.seed),
-    )
-    return finish_run(manifest, staging, run_dir)
+    def write_run() -> Path:
+        """Rank 0 (or the only process): evaluate the best weights and write the run."""
+        model.load_state_dict(result.best_state, strict=False)
+        valid, _ = task.evaluate(model, "valid", device, bs)
+        test, per_user = task.evaluate(model, "test", device, bs)
+
+        save_weights(staging / PATCH_FILE, trainable_state_dict(model))
+        atomic_write_json(
+            staging / "test_per_user.json", {k: np.asarray(v).tolist() for k, v in per_user.items()}
+        )
+        seconds = [row["train/seconds"] for row in result.history]
+        manifest = FinetuneManifest(
+            name=config.name,
+            strategy=name,
+            task=task.describe(),
+            base=BaseRef(path=str(base.run_dir), sha256=base.sha256, name=base.manifest.name),
+            adapters=report.adapters,
+            sha256={f: sha256_file(staging / f) for f in [PATCH_FILE, "config.yaml", *task_files]},
+            parameters={
+                "trainable": report.trainable,
+                "total": report.total,
+                "stored": report.stored,
+                "stored_bytes": (staging / PATCH_FILE).stat().st_size,
+                "head": report.head,  # trainable head (+ [CLS]); trainable - head = what adapts the backbone
+                "pretrained": base.manifest.parameters["total"],  # backbone + item tables of the base run
+            },
+            lr=config.train.lr,
+            train_fraction=config.task.train_fraction,
+            seconds_per_epoch=round(float(np.mean(seconds)), 3) if seconds else None,
+            peak_memory_bytes=peak_memory_bytes(device),
+            metrics={**valid, **test},
+            baselines=task.baselines(),
+            **training_facts(result, started, device, config.train.seed),
+        )
+        return finish_run(manifest, staging, run_dir)
+
+    run = distributed.on_main(write_run)  # every rank waits for it, and sees its errors
+    distributed.close()
+    return run if distributed.is_main else None
 
 
 @click.command()

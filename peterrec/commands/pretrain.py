@@ -124,35 +124,42 @@ def run_pretrain(config: PretrainConfig, out: str | Path | None = None, resume: 
         distributed=distributed,
     )
     result = fit_or_discard(trainer, staging, resume, owner=distributed.is_main)
-    if not distributed.is_main:
-        return None  # rank 0 evaluates and writes the run
-    model.load_state_dict(result.best_state, strict=False)
-    metrics = {
-        **evaluate_next_item_model(model, data, "valid", bs, dev),
-        **evaluate_next_item_model(model, data, "test", bs, dev),
-    }
-    baselines = next_item_baselines(data, bs)
 
-    save_weights(staging / WEIGHTS_FILE, model.state_dict())
-    tokens_per_s = [row["train/tokens_per_s"] for row in result.history]
-    manifest = BackboneManifest(
-        name=config.name,
-        sha256={name: sha256_file(staging / name) for name in (WEIGHTS_FILE, "vocab.json", "config.yaml")},
-        config_sha256=sha256_text(config_text),
-        parameters={
-            "backbone": count_parameters(model.backbone),
-            "output_layer": count_parameters(model.output),
-            "total": count_parameters(model),
-        },
-        num_items=data.num_items,
-        special_tokens=NUM_SPECIAL_TOKENS,
-        data={"path": config.data.path, "fingerprint": data.fingerprint, **data.stats()},
-        tokens_per_s=round(float(np.median(tokens_per_s)), 1) if tokens_per_s else None,
-        metrics=metrics,
-        baselines=baselines,
-        **training_facts(result, started, device, config.train.seed),
-    )
-    return finish_run(manifest, staging, run_dir)
+    def write_run() -> Path:
+        """Rank 0 (or the only process): evaluate the best weights and write the run."""
+        model.load_state_dict(result.best_state, strict=False)
+        metrics = {
+            **evaluate_next_item_model(model, data, "valid", bs, dev),
+            **evaluate_next_item_model(model, data, "test", bs, dev),
+        }
+        baselines = next_item_baselines(data, bs)
+
+        save_weights(staging / WEIGHTS_FILE, model.state_dict())
+        tokens_per_s = [row["train/tokens_per_s"] for row in result.history]
+        manifest = BackboneManifest(
+            name=config.name,
+            sha256={
+                name: sha256_file(staging / name) for name in (WEIGHTS_FILE, "vocab.json", "config.yaml")
+            },
+            config_sha256=sha256_text(config_text),
+            parameters={
+                "backbone": count_parameters(model.backbone),
+                "output_layer": count_parameters(model.output),
+                "total": count_parameters(model),
+            },
+            num_items=data.num_items,
+            special_tokens=NUM_SPECIAL_TOKENS,
+            data={"path": config.data.path, "fingerprint": data.fingerprint, **data.stats()},
+            tokens_per_s=round(float(np.median(tokens_per_s)), 1) if tokens_per_s else None,
+            metrics=metrics,
+            baselines=baselines,
+            **training_facts(result, started, device, config.train.seed),
+        )
+        return finish_run(manifest, staging, run_dir)
+
+    run = distributed.on_main(write_run)  # every rank waits for it, and sees its errors
+    distributed.close()
+    return run if distributed.is_main else None
 
 
 @click.command()

@@ -82,6 +82,12 @@ class Distributed:
             raise getattr(errors, outcome[1], PeterRecError)(outcome[2])
         return outcome[1]
 
+    def close(self) -> None:
+        """Leave the process group together: no rank exits (tearing down gloo) while another still works."""
+        if self.active and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
     def shard(self, rows):
         """This rank's share of a global batch: every ``world_size``-th row from ``rank``."""
         return rows[self.rank :: self.world_size] if self.active else rows
