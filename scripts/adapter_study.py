@@ -5,7 +5,8 @@ Usage: ``python scripts/adapter_study.py [--out runs/adapter-study] [--quick]``.
 
 1. main table (3 seeds): every adapter kind at its default size beside peterrec, fine_all, fine_cls, on
    genre cold start and gender; paired 95% CIs against fine_all;
-2. a second size of every kind (3 seeds, cold start) for the quality-vs-parameters (Pareto) plot;
+2. a second size of every kind (3 seeds, cold start; LoRA at two smaller ranks) for the quality-vs-parameters
+   (Pareto) plot;
 3. layer placement (1 seed, cold start): bottleneck and LoRA on the first half, last half, every other block;
 4. scaling (1 seed, cold start): pretrain on 25 / 50 / 100% of the source users (``data.user_fraction``),
    finetune at train fractions 0.1 / 0.3 / 1.0.
@@ -49,6 +50,7 @@ MAIN = [
 SECOND_SIZES = [
     ("bottleneck r=1/16", "bottleneck", "all", {"ratio": 0.0625}),
     ("lora r=2", "lora", "all", {"rank": 2, "alpha": 4.0}),
+    ("lora r=1", "lora", "all", {"rank": 1, "alpha": 2.0}),
     ("prompt k=16", "prompt", "all", {"length": 16}),
     ("bitfit last half", "bitfit", "last_half", {}),
     ("layernorm last half", "layernorm", "last_half", {}),
