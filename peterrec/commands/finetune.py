@@ -157,9 +157,7 @@ def run_finetune(
         )
         return finish_run(manifest, staging, run_dir)
 
-    run = distributed.on_main(write_run)  # every rank waits for it, and sees its errors
-    distributed.close()
-    return run if distributed.is_main else None
+    return distributed.finish(write_run)
 
 
 @click.command()

@@ -82,6 +82,13 @@ class Distributed:
             raise getattr(errors, outcome[1], PeterRecError)(outcome[2])
         return outcome[1]
 
+    def finish(self, write):
+        """Run ``write()`` on rank 0 while the others wait, leave the process group together, and return
+        its result on rank 0 (None elsewhere). A single process just returns ``write()``."""
+        result = self.on_main(write)
+        self.close()
+        return result if self.is_main else None
+
     def close(self) -> None:
         """Leave the process group together: no rank exits (tearing down gloo) while another still works."""
         if self.active and dist.is_initialized():

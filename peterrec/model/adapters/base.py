@@ -64,6 +64,12 @@ class Adapter(ABC):
         return f"{type(self).__name__}(layers={self.layers}, options={self.options})"
 
 
+def check_positive_int(name: str, value) -> None:
+    """An adapter option that must be a positive integer (a rank, a number of vectors)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def select_layers(layers: Layers, num_blocks: int) -> list[int]:
     """Block indices of ``all``, ``first_half``, ``last_half``, ``every_other`` or a list of indices
     (negative ones count from the end)."""

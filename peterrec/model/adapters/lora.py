@@ -17,7 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from peterrec.model.adapters.base import Adapter, AdapterModule, names_of, register_wrapper, residual_blocks
+from peterrec.model.adapters.base import (
+    Adapter,
+    AdapterModule,
+    check_positive_int,
+    names_of,
+    register_wrapper,
+    residual_blocks,
+)
 from peterrec.model.dilated_conv import DilatedConv1d
 from peterrec.model.init import trunc_normal_
 
@@ -80,8 +87,7 @@ class LoRAOptions:
     alpha: float = 16.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
-            raise ValueError(f"rank must be a positive integer, got {self.rank!r}")
+        check_positive_int("rank", self.rank)
         if not self.alpha > 0 or self.alpha == float("inf"):
             raise ValueError(f"alpha must be a finite number > 0, got {self.alpha}")
 

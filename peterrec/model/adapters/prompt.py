@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from peterrec.model.adapters.base import Adapter, AdapterModule
+from peterrec.model.adapters.base import Adapter, AdapterModule, check_positive_int
 from peterrec.model.init import trunc_normal_
 
 
@@ -49,8 +49,7 @@ class PromptOptions:
     length: int = 4
 
     def __post_init__(self) -> None:
-        if isinstance(self.length, bool) or not isinstance(self.length, int) or self.length < 1:
-            raise ValueError(f"length must be a positive integer, got {self.length!r}")
+        check_positive_int("length", self.length)
 
 
 class PromptAdapter(Adapter):
