@@ -36,3 +36,13 @@ def test_recommend_table_from_the_command_line(cli, run, monkeypatch):
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert lines[0].startswith("| user |") and all(line.startswith("| u00001 |") for line in lines[2:])
+
+
+def test_evaluate_a_sample_of_users(cli, monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+    result = cli("evaluate", FIXTURES / "backbone", "--sample", "50")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output[result.output.index("{") :])
+    assert set(metrics) and all(key.startswith("test/sample50/") for key in metrics)
+    refused = cli("evaluate", FIXTURES / "gender-peterrec", "--sample", "5")
+    assert refused.exit_code == 2 and "only a pretraining run" in refused.stderr

@@ -10,17 +10,27 @@ import click
 from peterrec.choices import EVAL_SPLITS
 from peterrec.commands.common import backbone_option
 from peterrec.data.next_item import load_next_item_data
+from peterrec.errors import ConfigError
 from peterrec.evaluation.next_item import evaluate_next_item_model
 from peterrec.runs import BaseRun, load_any
 from peterrec.tasks import build_task
 
 
-def evaluate_run(run_dir: Path, split: str, backbone: str | None = None) -> dict[str, float]:
-    """Metrics recomputed from the stored weights on the run's own data and split (never echoed)."""
+def evaluate_run(
+    run_dir: Path, split: str, backbone: str | None = None, sample: int | None = None
+) -> dict[str, float]:
+    """Metrics recomputed from the stored weights on the run's own data and split (never echoed).
+
+    ``sample``: a pretraining run is evaluated on a seeded sample of that many users (the metric names
+    say ``sample<N>``), for logs too large to rank every user quickly.
+    """
     run = load_any(run_dir, backbone)
     if isinstance(run, BaseRun):  # a pretraining run: the next-item protocol on its own click log
         data = load_next_item_data(run.config.data, vocab=run.vocab)
-        return evaluate_next_item_model(run.model, data, split, run.config.train.eval_batch_size, "cpu")
+        batch = run.config.train.eval_batch_size
+        return evaluate_next_item_model(run.model, data, split, batch, "cpu", sample=sample)
+    if sample is not None:
+        raise ConfigError("--sample: only a pretraining run is evaluated on a sample of users")
     task = build_task(run.config, run.base)
     return task.evaluate(run.model, split, "cpu")[0]
 
@@ -28,8 +38,14 @@ def evaluate_run(run_dir: Path, split: str, backbone: str | None = None) -> dict
 @click.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--split", type=click.Choice(EVAL_SPLITS), default="test")
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Pretraining runs: rank a seeded sample of this many users (labelled in the metric names).",
+)
 @backbone_option
-def command(run_dir: str, split: str, backbone: str | None) -> None:
+def command(run_dir: str, split: str, sample: int | None, backbone: str | None) -> None:
     """Recompute a finetuned or pretrained run's metrics from its weights (never echoes stored ones)."""
-    metrics = evaluate_run(Path(run_dir), split, backbone)
+    metrics = evaluate_run(Path(run_dir), split, backbone, sample)
     click.echo(json.dumps(metrics, indent=2))
