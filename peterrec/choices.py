@@ -21,6 +21,7 @@ Precision = Literal["fp32", "bf16"]
 TaskType = Literal["profile", "coldrec", "nextitem"]
 ColdRecLoss = Literal["softmax", "bce1"]
 EvalProtocol = Literal["full", "sampled-99"]
+ClassWeights = Literal["none", "balanced"]
 
 Strategy = Literal[
     "peterrec", "fine_all", "fine_cls", "fine_last1", "fine_last2", "peter_zero", "scratch", "adapter"

@@ -23,6 +23,7 @@ import yaml
 
 from peterrec.choices import (
     STRATEGIES,
+    ClassWeights,
     ColdRecLoss,
     DataFormat,
     Device,
@@ -252,6 +253,10 @@ class TaskConfig:
     split: list[float] = bounded(low=0.0, high=1.0, low_open=True, default_factory=lambda: [0.8, 0.1, 0.1])
     split_seed: int = bounded(0, low=0, high=SEED_MAX)
     train_fraction: float = bounded(1.0, low=0.0, high=1.0, low_open=True)
+    # profile only: weight each class's loss by n / (K * n_class) of the training users, and dropout on the
+    # user vector before the classifier head (training only)
+    class_weights: ClassWeights = "none"
+    head_dropout: float = bounded(0.0, low=0.0, high=1.0, high_open=True)
 
 
 @dataclass
@@ -323,6 +328,10 @@ class FinetuneConfig:
         unknown = sorted(k for k in self.strategy.lr if k not in STRATEGIES and not k.startswith("adapter:"))
         if unknown:
             raise ConfigError(f"{source}: strategy.lr names unknown strategy {unknown[0]!r}")
+        if task.type != "profile" and (task.class_weights != "none" or task.head_dropout > 0):
+            raise ConfigError(
+                f"{source}: task.class_weights and task.head_dropout apply to task.type profile"
+            )
         if self.data.user_fraction != 1.0:
             raise ConfigError(
                 f"{source}: data.user_fraction is for pretraining; finetune on fewer users with "

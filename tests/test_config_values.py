@@ -57,6 +57,7 @@ FINETUNE_BAD = {
     "task.split": ("[0.8, 0.1, .nan]", "[0.9, 0.2, -0.1]", "[1.0, 0.0, 0.0]", "[0.5, 0.5]", "[.inf, 0, 0]"),
     "task.split_seed": SEED,
     "task.train_fraction": FRACTION,
+    "task.head_dropout": ("-0.1", "1", "1.5", NAN),
     "strategy.lr": ("{peterrec: .nan}", "{peterrec: 0}", "{fine_all: -1e-3}", "{peterrec: .inf}"),
 }
 

@@ -272,7 +272,10 @@ def per_user_correct(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy and macro-F1 of the argmax prediction, plus ROC-AUC when there are two classes.
+    """Accuracy and macro-F1 of the argmax prediction, log loss, plus ROC-AUC when there are two classes.
+
+    ``log_loss`` is the mean of ``-log p(true class)`` with probabilities clipped to [1e-15, 1] (a proper
+    score: lower is better, and ``train.monitor: valid/log_loss`` stops early on it).
 
     Macro-F1 is sklearn's ``f1_score(average="macro", zero_division=0)``, averaged over the classes present
     in the labels or the predictions. ``auc`` is the ROC-AUC of the class-1 probability (only for K == 2;
@@ -283,6 +286,7 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
     out = {
         "accuracy": float((preds == labels).mean()),
         "macro_f1": float(f1_score(labels, preds, average="macro", zero_division=0)),
+        "log_loss": float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1.0)).mean()),
     }
     if probs.shape[1] == 2:
         both = np.unique(labels).size == 2

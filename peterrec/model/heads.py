@@ -11,6 +11,7 @@ Item columns follow the backbone's convention: column j is item id j + 4 (ids 0-
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from peterrec.model.init import trunc_normal_
@@ -21,12 +22,22 @@ class ClassifierHead(nn.Linear):
     """``Linear(channels, num_classes)``: user representation (B, C) -> class logits (B, K).
 
     The weight starts trunc-normal (std 0.02) and the bias at zero, like every new layer in this project.
+    ``dropout`` drops entries of the user vector while training (it has no tensors, so a saved head loads
+    into a head of any dropout).
     """
 
-    def __init__(self, channels: int, num_classes: int):
+    def __init__(self, channels: int, num_classes: int, dropout: float = 0.0):
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         super().__init__(channels, num_classes)
+        self.dropout = dropout
+
+    def forward(self, user: torch.Tensor) -> torch.Tensor:
+        if self.dropout and self.training:
+            user = F.dropout(user, self.dropout, training=True)
+        return super().forward(user)
 
     def reset_parameters(self) -> None:
         trunc_normal_(self.weight)

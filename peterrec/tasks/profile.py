@@ -35,6 +35,7 @@ class ProfileTask(SupervisedTask):
         sequences = encode_sources(config, base, set(labels))
         labels, self.skipped_users = check_users_have_sequences(labels, sequences, task.labels)
         self.classes = sorted(set(labels.values()))
+        self.head_dropout = task.head_dropout
         self.num_source_items = len(base.vocab)
         index = {c: i for i, c in enumerate(self.classes)}
         splits = {}
@@ -47,13 +48,21 @@ class ProfileTask(SupervisedTask):
                 targets=np.array([index[labels[u]] for u in users], dtype=np.int64),
                 sequences=seqs,
             )
+        self.class_weights = None
+        if (
+            task.class_weights == "balanced"
+        ):  # n / (K * n_class) over the training users; an absent class gets 0
+            counts = np.bincount(splits["train"].targets, minlength=len(self.classes)).astype(np.float64)
+            balanced = np.where(counts > 0, counts.sum() / (len(self.classes) * np.maximum(counts, 1)), 0.0)
+            self.class_weights = torch.as_tensor(balanced, dtype=torch.float32)
         super().__init__(splits, config.train.batch_size)
 
     def make_head(self, base) -> ClassifierHead:
-        return ClassifierHead(base.backbone.channels, len(self.classes))
+        return ClassifierHead(base.backbone.channels, len(self.classes), dropout=self.head_dropout)
 
     def example_loss(self, model, inputs, targets, generator) -> torch.Tensor:
-        return F.cross_entropy(model(inputs), targets)
+        weight = None if self.class_weights is None else self.class_weights.to(inputs.device)
+        return F.cross_entropy(model(inputs), targets, weight=weight)
 
     @torch.inference_mode()
     def predict_proba(self, model, inputs: np.ndarray, device, batch_size: int = 256) -> np.ndarray:

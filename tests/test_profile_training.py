@@ -1,0 +1,76 @@
+"""Training profile heads with few labels: log loss as a stopping score, class weights, head dropout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO_ROOT
+
+from peterrec.commands.finetune import run_finetune
+from peterrec.config import FinetuneConfig, load_config
+from peterrec.errors import ConfigError
+from peterrec.evaluation.metrics import classification_metrics
+from peterrec.model.heads import ClassifierHead
+from peterrec.runs import load_backbone, load_run
+from peterrec.tasks.profile import ProfileTask
+
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "v0.1.0"
+GENDER = REPO_ROOT / "configs" / "finetune" / "sample_gender.yaml"
+QUICK = ["data.max_len=19", "train.progress=false", "train.device=cpu"]
+
+
+@pytest.fixture(autouse=True)
+def repo_cwd(monkeypatch):
+    monkeypatch.chdir(REPO_ROOT)
+
+
+def test_log_loss_by_hand():
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [1.0, 0.0]])
+    out = classification_metrics(probs, np.array([0, 0, 1]))
+    assert out["log_loss"] == pytest.approx(-(np.log(0.9) + np.log(0.4) + np.log(1e-15)) / 3)
+
+
+def test_balanced_class_weights_follow_the_training_labels():
+    config = load_config(FinetuneConfig, GENDER, [*QUICK, "task.class_weights=balanced"])
+    task = ProfileTask(config, load_backbone(FIXTURES / "backbone"))
+    counts = np.bincount(task.splits["train"].targets, minlength=2)
+    assert task.class_weights.tolist() == pytest.approx((counts.sum() / (2 * counts)).tolist())
+    plain = ProfileTask(load_config(FinetuneConfig, GENDER, QUICK), load_backbone(FIXTURES / "backbone"))
+    assert plain.class_weights is None
+
+
+def test_head_dropout_acts_only_while_training():
+    torch.manual_seed(0)
+    head = ClassifierHead(8, 3, dropout=0.5)
+    plain = ClassifierHead(8, 3)
+    plain.load_state_dict(head.state_dict())  # no tensors of its own: saved heads load either way
+    user = torch.randn(4, 8)
+    assert torch.equal(head.eval()(user), plain.eval()(user))
+    assert not torch.equal(head.train()(user), plain.train()(user))
+    with pytest.raises(ValueError, match="dropout"):
+        ClassifierHead(8, 3, dropout=1.0)
+
+
+def test_options_are_for_profile_tasks_only():
+    coldrec = REPO_ROOT / "configs" / "finetune" / "sample_coldrec.yaml"
+    for option in ("task.class_weights=balanced", "task.head_dropout=0.2"):
+        with pytest.raises(ConfigError, match="task.type profile"):
+            load_config(FinetuneConfig, coldrec, [option])
+
+
+def test_early_stopping_on_log_loss_keeps_the_lowest(tmp_path):
+    shutil.copytree(FIXTURES / "backbone", tmp_path / "backbone")
+    overrides = [*QUICK, "train.epochs=4", "train.patience=4", "train.monitor=valid/log_loss"]
+    overrides += ["task.class_weights=balanced", "task.head_dropout=0.2"]
+    config = load_config(FinetuneConfig, GENDER, overrides)
+    run_dir = run_finetune(config, tmp_path / "backbone", strategy="fine_cls", out=tmp_path / "run")
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [row["valid/log_loss"] for row in history]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["best_epoch"] == 1 + int(np.argmin(losses))
+    assert manifest["metrics"]["valid/log_loss"] == pytest.approx(min(losses), abs=1e-5)
+    assert load_run(run_dir).model.head.dropout == 0.0  # inference: the recorded head without dropout
