@@ -74,3 +74,20 @@ def test_early_stopping_on_log_loss_keeps_the_lowest(tmp_path):
     assert manifest["best_epoch"] == 1 + int(np.argmin(losses))
     assert manifest["metrics"]["valid/log_loss"] == pytest.approx(min(losses), abs=1e-5)
     assert load_run(run_dir).model.head.dropout == 0.0  # inference: the recorded head without dropout
+
+
+def test_transfer_baselines_sit_beside_the_simple_ones():
+    config = load_config(FinetuneConfig, GENDER, QUICK)
+    task = ProfileTask(config, load_backbone(FIXTURES / "backbone"))
+    rows = task.baselines()
+    assert list(rows) == ["majority", "bag_of_items_lr", "linear_probe", "mean_item_embedding_lr"]
+    for name in ("linear_probe", "mean_item_embedding_lr"):
+        assert 0.0 <= rows[name]["test/accuracy"] <= 1.0 and 0.0 <= rows[name]["test/auc"] <= 1.0
+    train = task.probe_features["linear_probe"]["train"]
+    assert train.shape == (len(task.splits["train"]), 16)  # the fixture backbone's channels
+
+
+def test_a_pooling_the_backbone_cannot_use_is_a_config_error():
+    config = load_config(FinetuneConfig, GENDER, [*QUICK, "strategy.pooling=first_last"])
+    with pytest.raises(ConfigError, match="strategy.pooling"):
+        ProfileTask(config, load_backbone(FIXTURES / "backbone"))

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import normalize
+from sklearn.preprocessing import StandardScaler, normalize
 
 from peterrec.tokens import NUM_SPECIAL_TOKENS
 
@@ -263,7 +263,12 @@ def bag_of_items_logistic(
     k = int(labels.max()) + 1 if num_classes is None else num_classes
     x_train = _bag_of_items(train_sequences, num_items, "train_sequences")
     x_test = _bag_of_items(test_sequences, num_items, "test_sequences")
-    probs = np.zeros((len(test_sequences), k), dtype=np.float64)
+    return _logistic_probs(x_train, labels, x_test, k, C)
+
+
+def _logistic_probs(x_train, labels: np.ndarray, x_test, num_classes: int, C: float) -> np.ndarray:
+    """(n_test, K) probabilities of a logistic regression; a class absent from training gets 0."""
+    probs = np.zeros((x_test.shape[0], num_classes), dtype=np.float64)
     classes = np.unique(labels)
     if classes.size == 1:  # sklearn refuses a single class; the answer is certain anyway
         probs[:, classes[0]] = 1.0
@@ -272,3 +277,22 @@ def bag_of_items_logistic(
     model.fit(x_train, labels)
     probs[:, model.classes_] = model.predict_proba(x_test)
     return probs
+
+
+def vector_logistic(
+    train_vectors: np.ndarray,
+    train_labels: np.ndarray,
+    test_vectors: np.ndarray,
+    num_classes: int,
+    C: float = 1.0,
+) -> np.ndarray:
+    """Logistic regression on dense user vectors, standardised with the training users' mean and std.
+
+    The transfer baselines of a profile table: a linear probe on frozen backbone user vectors (no gradient
+    into the backbone), and the mean of the pretrained item embeddings over a user's whole history.
+    """
+    scaler = StandardScaler().fit(train_vectors)
+    labels = np.asarray(train_labels, dtype=np.int64)
+    return _logistic_probs(
+        scaler.transform(train_vectors), labels, scaler.transform(test_vectors), num_classes, C
+    )

@@ -11,9 +11,11 @@ import torch.nn.functional as F
 from peterrec.choices import EVAL_SPLITS
 from peterrec.config import FinetuneConfig
 from peterrec.data import check_users_have_sequences, read_labels
-from peterrec.evaluation.baselines import bag_of_items_logistic, majority_class
+from peterrec.errors import ConfigError
+from peterrec.evaluation.baselines import bag_of_items_logistic, majority_class, vector_logistic
 from peterrec.evaluation.metrics import classification_metrics, per_user_correct
 from peterrec.model.heads import ClassifierHead
+from peterrec.model.transfer import TransferModel
 from peterrec.tasks.base import (
     SupervisedTask,
     UserSplit,
@@ -49,12 +51,12 @@ class ProfileTask(SupervisedTask):
                 sequences=seqs,
             )
         self.class_weights = None
-        if (
-            task.class_weights == "balanced"
-        ):  # n / (K * n_class) over the training users; an absent class gets 0
+        if task.class_weights == "balanced":  # n / (K * n_class) over training users; absent class: 0
             counts = np.bincount(splits["train"].targets, minlength=len(self.classes)).astype(np.float64)
             balanced = np.where(counts > 0, counts.sum() / (len(self.classes) * np.maximum(counts, 1)), 0.0)
             self.class_weights = torch.as_tensor(balanced, dtype=torch.float32)
+        # Features of the transfer baselines, taken now from the pretrained backbone (training changes it).
+        self.probe_features = pretrained_features(base, splits, config.strategy.pooling)
         super().__init__(splits, config.train.batch_size)
 
     def make_head(self, base) -> ClassifierHead:
@@ -84,16 +86,22 @@ class ProfileTask(SupervisedTask):
         return self._metrics(probs, split), per_user
 
     def baselines(self) -> dict[str, dict[str, float]]:
+        """Majority class and bag-of-items LR, and two transfer baselines on the pretrained model: a linear
+        probe on frozen user vectors and LR on the mean pretrained item embedding of the whole history."""
         train = self.splits["train"]
-        rows = {"majority": {}, "bag_of_items_lr": {}}
+        rows = {"majority": {}, "bag_of_items_lr": {}, "linear_probe": {}, "mean_item_embedding_lr": {}}
+        k = len(self.classes)
         for split in EVAL_SPLITS:
             part = self.splits[split]
-            k = len(self.classes)
             rows["majority"].update(self._metrics(majority_class(train.targets, len(part), k), split))
             probs = bag_of_items_logistic(
                 train.sequences, train.targets, part.sequences, self.num_source_items, num_classes=k
             )
             rows["bag_of_items_lr"].update(self._metrics(probs, split))
+            for name in ("linear_probe", "mean_item_embedding_lr"):
+                train_x, test_x = self.probe_features[name]["train"], self.probe_features[name][split]
+                probs = vector_logistic(train_x, train.targets, test_x, k)
+                rows[name].update(self._metrics(probs, split))
         return rows
 
     def describe(self) -> dict:
@@ -118,3 +126,26 @@ class ProfileTask(SupervisedTask):
         classes = run.manifest.task["classes"]
         for user, row in zip(users, probs.tolist(), strict=True):
             yield {"user": user, "probabilities": dict(zip(classes, row, strict=True))}
+
+
+@torch.inference_mode()
+def pretrained_features(base, splits: dict, pooling: str) -> dict[str, dict[str, np.ndarray]]:
+    """Per split: frozen user vectors of the pretrained backbone (the configured pooling, no head), and the
+    mean of the pretrained input item vectors over each user's whole history."""
+    try:
+        model = TransferModel(base.backbone, torch.nn.Identity(), pooling=pooling).eval()
+    except ValueError as exc:  # a pooling this backbone cannot use: the config's fault
+        raise ConfigError(f"strategy.pooling: {exc}") from None
+    device = next(base.backbone.parameters()).device
+    probe, mean_items = {}, {}
+    for name, part in splits.items():
+        inputs = torch.as_tensor(part.inputs, device=device)
+        probe[name] = (
+            torch.cat([model(inputs[i : i + 256]) for i in range(0, len(inputs), 256)]).float().cpu().numpy()
+        )
+        vectors = [
+            base.backbone.item_encoder.item_vectors(torch.as_tensor(s, device=device)).mean(0)
+            for s in part.sequences
+        ]
+        mean_items[name] = torch.stack(vectors).float().cpu().numpy()
+    return {"linear_probe": probe, "mean_item_embedding_lr": mean_items}
