@@ -22,6 +22,7 @@ TaskType = Literal["profile", "coldrec", "nextitem"]
 ColdRecLoss = Literal["softmax", "bce1"]
 EvalProtocol = Literal["full", "sampled-99"]
 ClassWeights = Literal["none", "balanced"]
+History = Literal["recent", "full"]
 
 Strategy = Literal[
     "peterrec", "fine_all", "fine_cls", "fine_last1", "fine_last2", "peter_zero", "scratch", "adapter"

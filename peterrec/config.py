@@ -28,6 +28,7 @@ from peterrec.choices import (
     DataFormat,
     Device,
     EvalProtocol,
+    History,
     Objective,
     Pooling,
     Precision,
@@ -256,6 +257,9 @@ class TaskConfig:
     # profile only: weight each class's loss by n / (K * n_class) of the training users, and dropout on the
     # user vector before the classifier head (training only)
     class_weights: ClassWeights = "none"
+    # profile and coldrec input: the newest max_len - 1 clicks (recent), or the whole history cut into windows
+    # of max_len - 1 clicks, each read by the backbone (with its own [CLS]) and the window vectors averaged
+    history: History = "recent"
     head_dropout: float = bounded(0.0, low=0.0, high=1.0, high_open=True)
 
 
@@ -328,6 +332,8 @@ class FinetuneConfig:
         unknown = sorted(k for k in self.strategy.lr if k not in STRATEGIES and not k.startswith("adapter:"))
         if unknown:
             raise ConfigError(f"{source}: strategy.lr names unknown strategy {unknown[0]!r}")
+        if task.type == "nextitem" and task.history != "recent":
+            raise ConfigError(f"{source}: task.history: full is for profile and coldrec tasks")
         if task.type != "profile" and (task.class_weights != "none" or task.head_dropout > 0):
             raise ConfigError(
                 f"{source}: task.class_weights and task.head_dropout apply to task.type profile"

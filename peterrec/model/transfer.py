@@ -99,7 +99,16 @@ class TransferModel(nn.Module):
         return self.head(self.user_representation(seqs))
 
     def user_representation(self, seqs: torch.Tensor) -> torch.Tensor:
-        """One vector (B, C) per left-padded sequence (B, L), pooled as ``self.pooling`` says."""
+        """One vector (B, C) per left-padded sequence (B, L), pooled as ``self.pooling`` says.
+
+        A whole history given as windows (B, W, L) is read window by window (each with its own [CLS] under
+        ``cls_end``) and the vectors of the windows that hold an item are averaged.
+        """
+        if seqs.dim() == 3:
+            batch, windows, length = seqs.shape
+            vectors = self.user_representation(seqs.reshape(batch * windows, length)).view(batch, windows, -1)
+            used = (seqs != PAD).any(dim=2).unsqueeze(-1).to(vectors.dtype)
+            return (vectors * used).sum(dim=1) / used.sum(dim=1).clamp(min=1)
         if self.pooling == "cls_end":
             cls = torch.full((len(seqs), 1), CLS, dtype=seqs.dtype, device=seqs.device)
             # Appending on the right keeps the padding on the left, where the backbone expects it.

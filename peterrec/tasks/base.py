@@ -150,9 +150,36 @@ def top_items(scores: torch.Tensor, vocab, users: list[str], top_k: int) -> Iter
         yield {"user": user, "items": items, "scores": [round(v, 5) for v in vals]}
 
 
-def input_matrix(sequences: list[np.ndarray], max_len: int) -> np.ndarray:
-    """The last ``max_len - 1`` items of each sequence, left-padded (one slot stays free for [CLS])."""
-    return left_pad(sequences, max(1, max_len - 1), pad=PAD)
+def input_matrix(sequences: list[np.ndarray], max_len: int, history: str = "recent") -> np.ndarray:
+    """Model inputs of users' sequences, with one slot per window left free for [CLS].
+
+    ``recent``: (U, L) with the last ``L = max_len - 1`` items, left-padded. ``full``: (U, W, L), each
+    sequence cut into consecutive windows of L items ending at its newest item (the oldest window is the
+    short, left-padded one), users with fewer windows padded with all-[PAD] windows in front.
+    """
+    width = max(1, max_len - 1)
+    if history == "recent":
+        return left_pad(sequences, width, pad=PAD)
+    windows = [history_windows(np.asarray(s), width) for s in sequences]
+    most = max((len(w) for w in windows), default=1)
+    out = np.full((len(sequences), most, width), PAD, dtype=np.int64)
+    for row, user_windows in enumerate(windows):
+        out[row, most - len(user_windows) :] = user_windows
+    return out
+
+
+def as_rows(inputs: torch.Tensor) -> torch.Tensor:
+    """(B, L) as it is; windows (B, W, L) as one left-padded row per user (B, W·L), for simple baselines."""
+    return inputs.reshape(len(inputs), -1) if inputs.dim() == 3 else inputs
+
+
+def history_windows(sequence: np.ndarray, width: int) -> np.ndarray:
+    """(W, width): the sequence in consecutive windows ending at its last item, the first one left-padded."""
+    count = max(1, -(-len(sequence) // width))
+    padded = np.full(count * width, PAD, dtype=np.int64)
+    if len(sequence):
+        padded[-len(sequence) :] = sequence
+    return padded.reshape(count, width)
 
 
 class TaskDefaults:
@@ -221,7 +248,7 @@ class SupervisedTask(TaskDefaults):
 
     @classmethod
     def model_inputs(cls, run, encoded: list[np.ndarray]) -> torch.Tensor:
-        return torch.as_tensor(input_matrix(encoded, run.config.data.max_len))
+        return torch.as_tensor(input_matrix(encoded, run.config.data.max_len, run.config.task.history))
 
     @classmethod
     def user_vectors(cls, run, inputs: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ from peterrec.evaluation.metrics import per_user_ranking_metrics, ranking_metric
 from peterrec.tasks.base import (
     SupervisedTask,
     UserSplit,
+    as_rows,
     encode_sources,
     input_matrix,
     split_task_users,
@@ -85,7 +86,8 @@ class ColdRecTask(SupervisedTask):
                 tgts = left_pad([targets[u] for u in part], max(len(targets[u]) for u in part), pad=PAD)
             else:
                 rows, tgts = np.arange(len(part)), np.array([targets[u][-1] for u in part])
-            splits[name] = UserSplit(part, input_matrix(seqs, config.data.max_len), rows, tgts, seqs)
+            inputs = input_matrix(seqs, config.data.max_len, config.task.history)
+            splits[name] = UserSplit(part, inputs, rows, tgts, seqs)
         self.train_targets = [targets[u] for u in splits["train"].users]
         super().__init__(splits, config.train.batch_size)
 
@@ -162,7 +164,7 @@ class ColdRecTask(SupervisedTask):
         for name, scorer in scorers.items():
             rows[name] = {}
             for split in EVAL_SPLITS:
-                ranks = self.rank(scorer.scores, split, "cpu")
+                ranks = self.rank(lambda inputs, s=scorer: s.scores(as_rows(inputs)), split, "cpu")
                 rows[name].update({self._label(split) + k: v for k, v in ranking_metrics(ranks).items()})
         return rows
 

@@ -45,7 +45,7 @@ class ProfileTask(SupervisedTask):
             seqs = [sequences[u] for u in users]
             splits[name] = UserSplit(
                 users=users,
-                inputs=input_matrix(seqs, config.data.max_len),
+                inputs=input_matrix(seqs, config.data.max_len, task.history),
                 rows=np.arange(len(users)),
                 targets=np.array([index[labels[u]] for u in users], dtype=np.int64),
                 sequences=seqs,
