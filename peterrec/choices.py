@@ -44,16 +44,10 @@ DATA_FORMATS = values(DataFormat)
 TABLE_FORMATS = tuple(f for f in DATA_FORMATS if f != "peterrec_lines")  # read as one table
 SPLITS = values(Split)
 EVAL_SPLITS = SPLITS[1:]  # the held-out splits metrics are reported on
-OBJECTIVES = values(Objective)
-SOFTMAXES = values(Softmax)
 SAMPLER_NAMES = values(SamplerName)
-TASK_TYPES = values(TaskType)
 STRATEGIES = values(Strategy)
 CLASSIC_STRATEGIES = STRATEGIES[:7]  # the paper's comparison: what `compare --strategies all` runs
-TRAIN_NORMS = values(TrainNorms)
-POOLINGS = values(Pooling)
 INSERTIONS = values(Insertion)
-PARALLEL_FORMS = values(ParallelForm)
 LAYER_SELECTIONS = values(LayerSelection)
 
 

@@ -23,13 +23,13 @@ from peterrec.checkpoint import (
 from peterrec.choices import STRATEGIES
 from peterrec.commands.common import config_option, finish_run, set_option, training_facts
 from peterrec.config import FinetuneConfig, check_values, dump_config, load_config
-from peterrec.errors import ConfigError
 from peterrec.manifest import BaseRef, FinetuneManifest
-from peterrec.model.transfer import TransferModel, apply_strategy, trainable_state_dict
+from peterrec.model.transfer import apply_strategy, trainable_state_dict
 from peterrec.reporting import finetune_summary
 from peterrec.runs import PATCH_FILE, BaseRun, load_backbone, strategy_kwargs
 from peterrec.runtime import peak_memory_bytes, resolve_device, seed_everything
 from peterrec.tasks import build_task, resolve_monitor
+from peterrec.tasks.base import transfer_model
 from peterrec.training.distributed import device_for, from_environment
 from peterrec.training.trainer import EpochBatches, Trainer
 
@@ -80,10 +80,9 @@ def run_finetune(
     base: BaseRun = load_backbone(backbone_dir, device)
     task = build_task(config, base)
     name, s = config.strategy.name, config.strategy
-    try:
-        model = TransferModel(base.backbone, task.make_head(base), s.pooling, s.train_cls)
-    except ValueError as exc:  # a pooling this backbone cannot use: the config's fault, said in one line
-        raise ConfigError(f"strategy.pooling: {exc}") from None
+    # The baselines read the pretrained backbone: before any strategy patches or re-initialises it.
+    baselines = distributed.on_main(task.baselines)
+    model = transfer_model(base.backbone, task.make_head(base), s.pooling, s.train_cls)
     report = apply_strategy(model, name, seed=config.train.seed, **strategy_kwargs(config))
     model.to(device)
     logger.info("%s: %s", name, report)
@@ -152,7 +151,7 @@ def run_finetune(
             seconds_per_epoch=round(float(np.mean(seconds)), 3) if seconds else None,
             peak_memory_bytes=peak_memory_bytes(device),
             metrics={**valid, **test},
-            baselines=task.baselines(),
+            baselines=baselines,
             **training_facts(result, started, device, config.train.seed),
         )
         return finish_run(manifest, staging, run_dir)

@@ -24,6 +24,8 @@ from torch import nn
 from peterrec.config import FinetuneConfig
 from peterrec.data import left_pad, split_users
 from peterrec.data.next_item import read_user_sequences
+from peterrec.errors import ConfigError
+from peterrec.model.transfer import TransferModel
 from peterrec.tokens import NUM_SPECIAL_TOKENS, PAD
 
 logger = logging.getLogger(__name__)
@@ -139,6 +141,14 @@ def encode_sources(
             unknown,
         )
     return encoded
+
+
+def transfer_model(backbone, head: nn.Module, pooling: str, train_cls: bool = False) -> TransferModel:
+    """A :class:`TransferModel` for a config's pooling; one this backbone cannot use is a config error."""
+    try:
+        return TransferModel(backbone, head, pooling, train_cls)
+    except ValueError as exc:  # e.g. first_last on a causal backbone
+        raise ConfigError(f"strategy.pooling: {exc}") from None
 
 
 def top_items(scores: torch.Tensor, vocab, users: list[str], top_k: int) -> Iterator[dict]:

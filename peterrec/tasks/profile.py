@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import numpy as np
@@ -11,7 +12,6 @@ import torch.nn.functional as F
 from peterrec.choices import EVAL_SPLITS
 from peterrec.config import FinetuneConfig
 from peterrec.data import check_users_have_sequences, read_labels
-from peterrec.errors import ConfigError
 from peterrec.evaluation.baselines import bag_of_items_logistic, majority_class, vector_logistic
 from peterrec.evaluation.metrics import classification_metrics, per_user_correct
 from peterrec.model.heads import ClassifierHead
@@ -22,6 +22,7 @@ from peterrec.tasks.base import (
     encode_sources,
     input_matrix,
     split_task_users,
+    transfer_model,
 )
 
 
@@ -55,9 +56,15 @@ class ProfileTask(SupervisedTask):
             counts = np.bincount(splits["train"].targets, minlength=len(self.classes)).astype(np.float64)
             balanced = np.where(counts > 0, counts.sum() / (len(self.classes) * np.maximum(counts, 1)), 0.0)
             self.class_weights = torch.as_tensor(balanced, dtype=torch.float32)
-        # Features of the transfer baselines, taken now from the pretrained backbone (training changes it).
-        self.probe_features = pretrained_features(base, splits, config.strategy.pooling)
+        # The linear probe reads frozen user vectors; its model is built now, so a pooling the backbone
+        # cannot use is refused before anything runs.
+        self.probe = transfer_model(base.backbone, torch.nn.Identity(), config.strategy.pooling)
         super().__init__(splits, config.train.batch_size)
+
+    @functools.cached_property
+    def probe_features(self) -> dict[str, dict[str, np.ndarray]]:
+        """The transfer baselines' features, computed on first use from the backbone as it is then."""
+        return pretrained_features(self.probe, self.splits)
 
     def make_head(self, base) -> ClassifierHead:
         return ClassifierHead(base.backbone.channels, len(self.classes), dropout=self.head_dropout)
@@ -87,7 +94,11 @@ class ProfileTask(SupervisedTask):
 
     def baselines(self) -> dict[str, dict[str, float]]:
         """Majority class and bag-of-items LR, and two transfer baselines on the pretrained model: a linear
-        probe on frozen user vectors and LR on the mean pretrained item embedding of the whole history."""
+        probe on frozen user vectors and LR on the mean pretrained item embedding of the whole history.
+
+        The transfer baselines read the backbone as it is: call this before training changes it (the
+        finetune command does).
+        """
         train = self.splits["train"]
         rows = {"majority": {}, "bag_of_items_lr": {}, "linear_probe": {}, "mean_item_embedding_lr": {}}
         k = len(self.classes)
@@ -129,23 +140,17 @@ class ProfileTask(SupervisedTask):
 
 
 @torch.inference_mode()
-def pretrained_features(base, splits: dict, pooling: str) -> dict[str, dict[str, np.ndarray]]:
-    """Per split: frozen user vectors of the pretrained backbone (the configured pooling, no head), and the
-    mean of the pretrained input item vectors over each user's whole history."""
-    try:
-        model = TransferModel(base.backbone, torch.nn.Identity(), pooling=pooling).eval()
-    except ValueError as exc:  # a pooling this backbone cannot use: the config's fault
-        raise ConfigError(f"strategy.pooling: {exc}") from None
-    device = next(base.backbone.parameters()).device
-    probe, mean_items = {}, {}
+def pretrained_features(probe: TransferModel, splits: dict) -> dict[str, dict[str, np.ndarray]]:
+    """Per split: the user vectors of ``probe`` (a frozen backbone, the configured pooling, no head), and the
+    mean of the backbone's input item vectors over each user's whole history."""
+    probe.eval()
+    device = next(probe.backbone.parameters()).device
+    encoder = probe.backbone.item_encoder
+    vectors, mean_items = {}, {}
     for name, part in splits.items():
         inputs = torch.as_tensor(part.inputs, device=device)
-        probe[name] = (
-            torch.cat([model(inputs[i : i + 256]) for i in range(0, len(inputs), 256)]).float().cpu().numpy()
-        )
-        vectors = [
-            base.backbone.item_encoder.item_vectors(torch.as_tensor(s, device=device)).mean(0)
-            for s in part.sequences
-        ]
-        mean_items[name] = torch.stack(vectors).float().cpu().numpy()
-    return {"linear_probe": probe, "mean_item_embedding_lr": mean_items}
+        batches = [probe(inputs[i : i + 256]) for i in range(0, len(inputs), 256)]
+        vectors[name] = torch.cat(batches).float().cpu().numpy()
+        items = [encoder.item_vectors(torch.as_tensor(s, device=device)).mean(0) for s in part.sequences]
+        mean_items[name] = torch.stack(items).float().cpu().numpy()
+    return {"linear_probe": vectors, "mean_item_embedding_lr": mean_items}
