@@ -170,8 +170,9 @@ def run_in_process(
 
 def child_failure(run_dir: Path, returncode: int, error_path: Path) -> str:
     """Why a finetune process failed: its own message when it wrote one, else how it ended."""
-    if error_path.is_file() and error_path.read_text(encoding="utf-8").strip():
-        return error_path.read_text(encoding="utf-8").strip()
+    written = error_path.read_text(encoding="utf-8").strip() if error_path.is_file() else ""
+    if written:
+        return written
     if returncode < 0:
         name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
         hint = " (the kernel's out-of-memory killer sends SIGKILL)" if name == "SIGKILL" else ""

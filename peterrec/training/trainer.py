@@ -177,8 +177,9 @@ class Trainer:
         self.state = TrainState()
         self.best_state = self._trainable_copy()
         # Under torchrun the step runs through DDP, which averages the gradients over the ranks.
-        step_module = StepModule(model, step_loss)
-        self.step = distributed.wrap(step_module, sparse) if distributed.active else step_loss
+        self.step = step_loss
+        if distributed.active:
+            self.step = distributed.wrap(StepModule(model, step_loss), sparse)
 
     # ------------------------------------------------------------------------------ state on disk
 
