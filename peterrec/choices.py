@@ -16,7 +16,7 @@ Softmax = Literal["full", "sampled"]
 SamplerName = Literal["uniform", "log_uniform", "popularity"]
 Schedule = Literal["constant", "cosine", "linear"]
 Device = Literal["auto", "cpu", "cuda"]
-Precision = Literal["fp32", "bf16"]
+Precision = Literal["fp32", "bf16", "auto"]
 
 TaskType = Literal["profile", "coldrec", "nextitem"]
 ColdRecLoss = Literal["softmax", "bce1"]

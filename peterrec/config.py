@@ -162,8 +162,11 @@ class ObjectiveConfig:
     max_masked: int = at_least(1, 30)
     softmax: Softmax = "full"
     sampler: SamplerName = "log_uniform"
+    sampler_power: float = bounded(1.0, low=0.0)  # popularity sampler: q ∝ count ** power
     num_samples: int = at_least(1, 100)
+    in_batch_negatives: bool = False  # sampled: the batch's targets are negatives too
     logq_correction: bool = True
+    chunk_items: int | None = at_least(1, None)  # full: items scored at once (null: a 64 MiB logits block)
 
 
 @dataclass
@@ -181,7 +184,7 @@ class TrainConfig:
     monitor: str = "auto"  # auto: the task's default (valid/ndcg@10 for ranking, valid/accuracy for profile)
     seed: int = bounded(0, low=0, high=SEED_MAX)
     device: Device = "auto"
-    precision: Precision = "fp32"
+    precision: Precision = "fp32"  # auto: bf16 autocast where the hardware has it (runtime.native_bf16)
     eval_batch_size: int = at_least(1, 256)
     checkpoint_every: int = at_least(0, 0)
     progress: bool = True

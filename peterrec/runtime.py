@@ -29,6 +29,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls run in hardware here: a CUDA GPU that supports bf16, or a CPU with AVX512-BF16
+    or AMX (read from /proc/cpuinfo; elsewhere False). Emulated bf16 is many times slower than fp32."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``auto``: ``bf16`` autocast where :func:`native_bf16` says the hardware has it, else ``fp32``."""
+    if name != "auto":
+        return name
+    return "bf16" if native_bf16(device) else "fp32"
+
+
 def peak_memory_bytes(device: torch.device) -> int | None:
     """Peak allocated memory on CUDA; None on CPU (measure CPU peaks in a separate process)."""
     if device.type == "cuda":

@@ -40,6 +40,8 @@ PRETRAIN_BAD = {
     "objective.mask_ratio": FRACTION,
     "objective.max_masked": AT_LEAST_1,
     "objective.num_samples": AT_LEAST_1,
+    "objective.sampler_power": NON_NEGATIVE_FLOAT,
+    "objective.chunk_items": AT_LEAST_1,
     "train.epochs": AT_LEAST_1,
     "train.batch_size": AT_LEAST_1,
     "train.lr": POSITIVE_FLOAT,

@@ -221,6 +221,27 @@ def test_sampled_softmax_matches_manual_and_removes_accidental_hits(logq_correct
     assert torch.allclose(loss, torch.stack(expected).mean(), atol=1e-5)
 
 
+def test_in_batch_negatives_score_the_batch_targets_with_a_mixed_correction():
+    num_items, num_samples = 12, 3
+    out = _output(num_items, 4)
+    hidden = torch.randn(3, 4)
+    target_columns = torch.tensor([2, 7, 2])  # rows 0 and 2 share a target
+    sampled = [7, 0, 5]
+    sampler = FixedSampler(sampled, num_items)
+    prior = PopularitySampler(torch.arange(num_items, 0, -1).double())
+    loss = sampled_softmax_loss(
+        out, hidden, target_columns, sampler, num_samples, torch.Generator(), True, in_batch_prior=prior
+    )
+    q, p = sampler.probs(), prior.probs()
+    columns = sampled + target_columns.tolist()  # nothing masked; row i's positive is column 3 + i
+    count = num_samples * q[columns] + len(target_columns) * p[columns]
+    expected = []
+    for row in range(3):
+        logits = hidden[row] @ out.weight[columns].T + out.bias[columns] - torch.log(count).float()
+        expected.append(-torch.log_softmax(logits, dim=0)[num_samples + row])
+    assert torch.allclose(loss, torch.stack(expected).mean(), atol=1e-5)
+
+
 def test_pretrain_loss_sampled_dispatches_after_selection():
     num_items = 40
     out = _output(num_items, 8)
@@ -305,7 +326,9 @@ def test_make_sampler_names_and_errors():
 # ----------------------------------------------------------------------------- logQ correction
 
 
-def _fit_context_free(logq_correction: bool, p: torch.Tensor, sampler: CandidateSampler) -> torch.Tensor:
+def _fit_context_free(
+    logq_correction: bool, p: torch.Tensor, sampler: CandidateSampler, in_batch_prior=None
+) -> torch.Tensor:
     """Fit per-item logits (constant hidden state) with sampled softmax; return the full softmax."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -317,7 +340,9 @@ def _fit_context_free(logq_correction: bool, p: torch.Tensor, sampler: Candidate
     hidden = torch.ones(batch, 1)
     for _ in range(steps):
         targets = torch.multinomial(p, batch, replacement=True, generator=g)
-        loss = sampled_softmax_loss(out, hidden, targets, sampler, num_samples, g, logq_correction)
+        loss = sampled_softmax_loss(
+            out, hidden, targets, sampler, num_samples, g, logq_correction, in_batch_prior=in_batch_prior
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -363,3 +388,23 @@ def test_logq_correction_recovers_the_true_distribution():
     entropy = lambda d: float(-(d * d.log()).sum())  # noqa: E731
     assert entropy(uncorrected) > entropy(p) + 1.0
     assert abs(entropy(corrected) - entropy(p)) < 0.2
+
+
+def test_in_batch_negatives_with_mixed_logq_correction_recover_the_true_distribution():
+    """The batch's targets are drawn from p itself; subtracting log(S q + N p) keeps the fit unbiased.
+
+    Measured (seed 0): KL(p || learned) = 0.009 (0.034 for the shared samples alone, the test above); top
+    item 0.997 of p. Masking the other copies of a row's target instead gave KL 1.1.
+    """
+    num_items = 1000
+    p = 1.0 / torch.arange(1, num_items + 1, dtype=torch.float64)
+    p /= p.sum()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        prior = PopularitySampler(p * 1e6)  # counts; the floor of 1 would flatten raw probabilities
+        fitted = _fit_context_free(True, p, LogUniformSampler(num_items), in_batch_prior=prior)
+    finally:
+        torch.set_num_threads(threads)
+    assert _kl(p, fitted) < 0.08, _kl(p, fitted)
+    assert abs(fitted[0] / p[0] - 1) < 0.25, (fitted[0], p[0])

@@ -22,7 +22,7 @@ from peterrec.checkpoint import (
 from peterrec.commands.common import config_option, finish_run, set_option, training_facts
 from peterrec.config import PretrainConfig, dump_config, load_config
 from peterrec.data.next_item import NextItemData, load_next_item_data, make_windows
-from peterrec.data.sequences import left_pad
+from peterrec.data.sequences import left_pad, trim_shared_padding
 from peterrec.evaluation.next_item import evaluate_next_item_model, next_item_baselines
 from peterrec.manifest import BackboneManifest
 from peterrec.model.backbone import count_parameters
@@ -55,13 +55,16 @@ def make_step_loss(
     windows = torch.from_numpy(left_pad(make_windows(data.train, width, config.data.path), width, pad=PAD))
     windows = windows.to(torch.int32)
     batches = EpochBatches(len(windows), config.train.batch_size, config.train.seed)
-    sampler = None
+    sampler = in_batch_prior = None
     if obj.softmax == "sampled":
-        sampler = make_sampler(obj.sampler, data.num_items, counts=data.vocab.counts)
+        counts = data.vocab.counts
+        sampler = make_sampler(obj.sampler, data.num_items, counts=counts, power=obj.sampler_power)
+        if obj.in_batch_negatives:  # the batch's targets follow the click distribution
+            in_batch_prior = make_sampler("popularity", data.num_items, counts=counts)
 
     def step_loss(epoch: int, step: int, generator: torch.Generator) -> tuple[torch.Tensor, int, int]:
         chosen = distributed.shard(batches.indices(epoch, step))
-        seqs = windows[torch.from_numpy(chosen)].long()
+        seqs = trim_shared_padding(windows[torch.from_numpy(chosen)].long())
         if autoregressive:
             inputs, targets = autoregressive_batch(seqs)
         else:
@@ -77,6 +80,8 @@ def make_step_loss(
             num_samples=obj.num_samples,
             generator=generator,
             logq_correction=obj.logq_correction,
+            in_batch_prior=in_batch_prior,
+            chunk_items=obj.chunk_items,
         )
         return loss, int((inputs != PAD).sum()), int((targets != PAD).sum())
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from peterrec.errors import DataError
 from peterrec.tokens import PAD
@@ -34,6 +35,17 @@ def left_pad(seqs: Sequence[np.ndarray], max_len: int, pad: int = PAD) -> np.nda
     row_starts = np.arange(len(seqs)) * max_len + (max_len - keep)
     out.reshape(-1)[np.arange(len(values)) + np.repeat(row_starts - starts, keep)] = values
     return out
+
+
+def trim_shared_padding(batch: torch.Tensor, min_width: int = 2) -> torch.Tensor:
+    """Drop the leading columns of a left-padded batch (B, L) that are [PAD] in every row.
+
+    Exact for NextItNet: [PAD] positions are zero at every layer, which is what the convolutions' own zero
+    padding supplies. At least ``min_width`` columns are kept.
+    """
+    real_columns = (batch != PAD).any(dim=0).nonzero()
+    first = int(real_columns[0]) if len(real_columns) else batch.shape[1]
+    return batch[:, min(first, max(batch.shape[1] - min_width, 0)) :]
 
 
 def pad_histories(histories: Sequence[np.ndarray]) -> np.ndarray:

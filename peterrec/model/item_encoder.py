@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from peterrec.model.exact_softmax import softmax_cross_entropy
 from peterrec.model.init import trunc_normal_
 from peterrec.tokens import CLS, NUM_SPECIAL_TOKENS, PAD
 
@@ -66,6 +67,13 @@ class ItemOutput(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits over all items: (..., C) -> (..., num_items)."""
         return F.linear(hidden, self.weight, self.bias)
+
+    def cross_entropy(
+        self, hidden: torch.Tensor, columns: torch.Tensor, chunk_items: int | None = None
+    ) -> torch.Tensor:
+        """Exact full-softmax cross entropy (mean over rows) of hidden (N, C) against target columns (N,),
+        without the (N, num_items) logits tensor (:mod:`peterrec.model.exact_softmax`)."""
+        return softmax_cross_entropy(hidden, self.weight, self.bias, columns, chunk_items)
 
     def logits_for(self, hidden: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
         """Logits of the requested columns only.

@@ -116,18 +116,26 @@ def _mean_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return F.cross_entropy(logits, labels, reduction="sum") / max(labels.numel(), 1)
 
 
-def _full_softmax(output: ItemOutput, hidden: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+def _full_softmax(
+    output: ItemOutput, hidden: torch.Tensor, columns: torch.Tensor, chunk_items: int | None = None
+) -> torch.Tensor:
+    exact = getattr(output, "cross_entropy", None)  # ItemOutput's: peterrec.model.exact_softmax
+    if exact is not None:
+        return exact(hidden, columns, chunk_items)
     return _mean_cross_entropy(output(hidden), columns)
 
 
-def full_softmax_loss(output: ItemOutput, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def full_softmax_loss(
+    output: ItemOutput, hidden: torch.Tensor, targets: torch.Tensor, chunk_items: int | None = None
+) -> torch.Tensor:
     """Cross entropy over all real items, averaged over positions whose target is not [PAD].
 
     ``hidden`` is (B, L, C) or (N, C) and ``targets`` has its leading shape. Logits are computed for
-    the selected positions only.
+    the selected positions only, ``chunk_items`` items at a time (default: a 64 MiB block), and never
+    kept whole when there is more than one chunk.
     """
     selected, columns = select_targets(hidden, targets)
-    return _full_softmax(output, selected, columns)
+    return _full_softmax(output, selected, columns, chunk_items)
 
 
 def sampled_softmax_loss(
@@ -138,30 +146,59 @@ def sampled_softmax_loss(
     num_samples: int,
     generator: torch.Generator,
     logq_correction: bool = True,
+    in_batch_prior: CandidateSampler | None = None,
 ) -> torch.Tensor:
-    """Sampled softmax over the target and ``num_samples`` negatives shared by the whole batch.
+    """Sampled softmax over the target and negatives shared by the whole batch.
 
-    ``hidden`` is (N, C) and ``target_columns`` (N,) holds columns (item id - 4). With
-    ``logq_correction`` every logit, true and sampled, has log(num_samples * q(column)) subtracted,
-    as TensorFlow's ``sampled_softmax_loss`` does (``subtract_log_q``); without it the model learns
-    p / q instead of p. A sampled column equal to a row's target (an accidental hit) is masked out of
-    that row. Returns the mean cross entropy with the true class at index 0.
+    ``hidden`` is (N, C) and ``target_columns`` (N,) holds columns (item id - 4); ``num_samples``
+    columns are drawn from ``sampler`` (q). With ``logq_correction`` every logit, true and sampled, has
+    log(num_samples * q(column)) subtracted, as TensorFlow's ``sampled_softmax_loss`` does
+    (``subtract_log_q``); without it the model learns p / q instead of p. A sampled column equal to a
+    row's target (an accidental hit) is masked out of that row; the true class is at index 0.
+
+    ``in_batch_prior`` (the click distribution p the batch's targets follow) adds the batch's N targets
+    as negatives (mixed negative sampling, see ``_mixed_negatives_loss``). Returns the mean cross entropy.
     """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     if sampler.num_items != output.num_items:
         raise ValueError(f"sampler covers {sampler.num_items} items, the output layer {output.num_items}")
-    sampled = sampler.sample(num_samples, generator).to(target_columns.device)
+    candidates = sampler.sample(num_samples, generator).to(target_columns.device)
+    if in_batch_prior is not None:
+        return _mixed_negatives_loss(
+            output, hidden, target_columns, candidates, sampler, in_batch_prior, logq_correction
+        )
     true_logits = output.logits_for(hidden, target_columns.unsqueeze(1))  # (N, 1)
-    sampled_logits = output.logits_for(hidden, sampled)  # (N, S)
+    sampled_logits = output.logits_for(hidden, candidates)  # (N, S)
     if logq_correction:
         log_count = math.log(num_samples)
         true_logits = true_logits - (log_count + sampler.log_prob(target_columns)).unsqueeze(1)
-        sampled_logits = sampled_logits - (log_count + sampler.log_prob(sampled))
-    hits = sampled.unsqueeze(0) == target_columns.unsqueeze(1)
+        sampled_logits = sampled_logits - (log_count + sampler.log_prob(candidates))
+    hits = candidates.unsqueeze(0) == target_columns.unsqueeze(1)
     sampled_logits = sampled_logits.masked_fill(hits, torch.finfo(sampled_logits.dtype).min)
     logits = torch.cat([true_logits, sampled_logits], dim=1)
     labels = torch.zeros(len(target_columns), dtype=torch.long, device=logits.device)
+    return _mean_cross_entropy(logits, labels)
+
+
+def _mixed_negatives_loss(output, hidden, target_columns, sampled, sampler, in_batch_prior, logq_correction):
+    """Mixed negative sampling: the candidates are the S shared samples followed by the batch's N targets;
+    row i's positive is candidate S + i (its own target, the diagonal of the in-batch block).
+
+    Nothing is masked: with the log expected counts subtracted, the sum over the candidate multiset is an
+    importance-sampling estimate of the whole partition function, the target's own copies included
+    (masking the copies of a popular target would under-count it and bias the model against it).
+    """
+    num_samples, rows = len(sampled), len(target_columns)
+    candidates = torch.cat([sampled, target_columns])
+    logits = output.logits_for(hidden, candidates)  # (N, S + N)
+    if logq_correction:
+        log_count = torch.logaddexp(
+            math.log(num_samples) + sampler.log_prob(candidates),
+            math.log(rows) + in_batch_prior.log_prob(candidates),
+        )
+        logits = logits - log_count
+    labels = torch.arange(num_samples, num_samples + rows, device=logits.device)
     return _mean_cross_entropy(logits, labels)
 
 
@@ -175,20 +212,30 @@ def pretrain_loss(
     num_samples: int = 100,
     generator: torch.Generator | None = None,
     logq_correction: bool = True,
+    in_batch_prior: CandidateSampler | None = None,
+    chunk_items: int | None = None,
 ) -> torch.Tensor:
     """The pretraining loss for either objective: targets are item ids, [PAD] where there is no loss.
 
-    ``softmax="full"`` scores all real items; ``softmax="sampled"`` needs ``sampler`` and
-    ``generator`` and uses ``num_samples`` shared negatives (see ``sampled_softmax_loss``).
+    ``softmax="full"`` scores all real items (exactly, ``chunk_items`` at a time); ``softmax="sampled"``
+    needs ``sampler`` and ``generator`` and uses ``num_samples`` shared negatives, plus the batch's
+    targets when ``in_batch_prior`` is given (see ``sampled_softmax_loss``).
     """
     selected, columns = select_targets(hidden, targets)
     if softmax == "full":
-        return _full_softmax(output, selected, columns)
+        return _full_softmax(output, selected, columns, chunk_items)
     if softmax == "sampled":
         if sampler is None or generator is None:
             raise ValueError("softmax='sampled' needs a sampler and a generator")
         return sampled_softmax_loss(
-            output, selected, columns, sampler, num_samples, generator, logq_correction=logq_correction
+            output,
+            selected,
+            columns,
+            sampler,
+            num_samples,
+            generator,
+            logq_correction=logq_correction,
+            in_batch_prior=in_batch_prior,
         )
     raise ValueError(f"unknown softmax {softmax!r}; expected 'full' or 'sampled'")
 

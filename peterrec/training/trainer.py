@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from peterrec.checkpoint import atomic_write_text, load_resume_state, save_resume_state
 from peterrec.config import TrainConfig
 from peterrec.errors import CheckpointError, ConfigError, TrainingError
+from peterrec.runtime import resolve_precision
 from peterrec.training.distributed import SINGLE, Distributed, StepModule
 
 logger = logging.getLogger(__name__)
@@ -174,6 +175,8 @@ class Trainer:
         self.optimizers = make_optimizers(self.params, self.sparse_params, config)
         total = config.epochs * steps_per_epoch
         self.schedulers = [make_scheduler(o, config, total) for o in self.optimizers]
+        self.precision = resolve_precision(config.precision, device)
+        logger.info("precision: %s%s", self.precision, " (auto)" if config.precision == "auto" else "")
         self.state = TrainState()
         self.best_state = self._trainable_copy()
         # Under torchrun the step runs through DDP, which averages the gradients over the ranks.
@@ -258,7 +261,8 @@ class Trainer:
             disable=None if config.progress and self.distributed.is_main else True,
             leave=False,
         )
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+        bf16 = self.precision == "bf16"
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
         while state.step_in_epoch < self.steps_per_epoch:
             tick = time.perf_counter()
             generator = step_generator(config.seed, state.epoch, state.step_in_epoch)
