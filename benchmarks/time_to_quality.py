@@ -11,7 +11,8 @@ Time is cumulative training time (the same full-ranking validation after every e
 identical work for every variant). For each variant the summary reports tokens/s, the best valid NDCG@10
 and the time at which an epoch first reaches 95% of the exact softmax's best valid NDCG@10 (mean over
 seeds). ``--base PATH`` times a checkout of an earlier commit (``PYTHONPATH=PATH``) as the row ``before``.
-``--plot`` draws the curves (matplotlib, if installed).
+``--plot`` draws the curves (matplotlib, if installed); ``--merge`` adds the runs of an earlier result (more
+variants of the same log without re-running the others).
 """
 
 from __future__ import annotations
@@ -41,6 +42,20 @@ VARIANTS: dict[str, list[str]] = {
         "objective.num_samples=1024",
         "objective.in_batch_negatives=true",
     ],
+    "sampled_pop075_4096_in_batch": [
+        "objective.softmax=sampled",
+        "objective.num_samples=4096",
+        "objective.sampler=popularity",
+        "objective.sampler_power=0.75",
+        "objective.in_batch_negatives=true",
+    ],
+    "sampled_pop05_4096_in_batch": [
+        "objective.softmax=sampled",
+        "objective.num_samples=4096",
+        "objective.sampler=popularity",
+        "objective.sampler_power=0.5",
+        "objective.in_batch_negatives=true",
+    ],
     "sampled_pop075_1024_in_batch": [
         "objective.softmax=sampled",
         "objective.num_samples=1024",
@@ -51,7 +66,7 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def generate_items100k(path: Path, users: int = 20_000, items: int = 100_000, seed: int = 0) -> None:
+def generate_items100k(path: Path, users: int = 10_000, items: int = 100_000, seed: int = 0) -> None:
     """A click log with learnable sequential structure over ``items`` items (1,000 clusters of 100)."""
     rng = np.random.default_rng(seed)
     clusters, size = items // 100, 100
@@ -90,7 +105,7 @@ def log_config(log: str) -> tuple[Path, list[str]]:
     if not path.exists():
         generate_items100k(path)
     data = [f"data.path={path}", "data.format=csv", "data.time_column=timestamp", "name=items100k"]
-    return ML100K_CONFIG, [*data, "train.epochs=12", "train.patience=3", "train.eval_batch_size=512"]
+    return ML100K_CONFIG, [*data, "train.epochs=8", "train.patience=2", "train.eval_batch_size=512"]
 
 
 def run_variant(config: Path, overrides: list[str], seed: int, base: Path | None) -> list[dict]:
@@ -181,12 +196,13 @@ def main() -> None:
     parser.add_argument("--base", type=Path, help="a checkout of an earlier commit, timed as 'before'")
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--merge", type=Path, help="an earlier result of the same log: its runs are kept")
     args = parser.parse_args()
     config, log_overrides = log_config(args.log)
     plan = {name: (VARIANTS[name], None) for name in args.variants}
     if args.base is not None:  # the earlier commit's shipped config: full softmax, fp32
         plan = {"before": (["objective.softmax=full"], args.base), **plan}
-    runs: dict[str, list[list[dict]]] = {}
+    runs: dict[str, list[list[dict]]] = json.loads(args.merge.read_text())["runs"] if args.merge else {}
     for seed in args.seeds:  # seeds outermost: every variant sees the same machine state in turn
         for name, (overrides, base) in plan.items():
             history = run_variant(config, [*log_overrides, *overrides], seed, base)
