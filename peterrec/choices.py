@@ -12,7 +12,7 @@ from typing import Any, Literal, get_args
 DataFormat = Literal["auto", "csv", "tsv", "recbole", "peterrec_lines"]
 Split = Literal["train", "valid", "test"]
 Objective = Literal["autoregressive", "masked"]
-Softmax = Literal["full", "sampled"]
+Softmax = Literal["auto", "full", "sampled"]
 SamplerName = Literal["uniform", "log_uniform", "popularity"]
 Schedule = Literal["constant", "cosine", "linear"]
 Device = Literal["auto", "cpu", "cuda"]

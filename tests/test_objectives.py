@@ -408,3 +408,15 @@ def test_in_batch_negatives_with_mixed_logq_correction_recover_the_true_distribu
         torch.set_num_threads(threads)
     assert _kl(p, fitted) < 0.08, _kl(p, fitted)
     assert abs(fitted[0] / p[0] - 1) < 0.25, (fitted[0], p[0])
+
+
+def test_softmax_auto_is_exact_for_small_vocabularies_and_sampled_for_large_or_sparse_ones():
+    from peterrec.training.objectives import EXACT_SOFTMAX_MAX_ITEMS, resolve_softmax
+
+    assert resolve_softmax("auto", 1682, 64) == "full"
+    assert resolve_softmax("auto", EXACT_SOFTMAX_MAX_ITEMS, 64) == "full"
+    assert resolve_softmax("auto", EXACT_SOFTMAX_MAX_ITEMS + 1, 64) == "sampled"
+    assert resolve_softmax("auto", 1682, 64, sparse_embedding=True) == "sampled"
+    assert resolve_softmax("auto", 40_000, 8192) == "sampled"  # the dense table's Adam state would be 21 GB
+    assert resolve_softmax("full", 10**7, 64) == "full"
+    assert resolve_softmax("sampled", 10, 64) == "sampled"

@@ -33,7 +33,7 @@ from peterrec.runtime import resolve_device, seed_everything
 from peterrec.tasks import task_class
 from peterrec.tokens import NUM_SPECIAL_TOKENS, PAD
 from peterrec.training.distributed import SINGLE, Distributed, device_for, from_environment
-from peterrec.training.objectives import autoregressive_batch, mask_batch, pretrain_loss
+from peterrec.training.objectives import autoregressive_batch, mask_batch, pretrain_loss, resolve_softmax
 from peterrec.training.samplers import make_sampler
 from peterrec.training.trainer import EpochBatches, Trainer
 
@@ -55,8 +55,12 @@ def make_step_loss(
     windows = torch.from_numpy(left_pad(make_windows(data.train, width, config.data.path), width, pad=PAD))
     windows = windows.to(torch.int32)
     batches = EpochBatches(len(windows), config.train.batch_size, config.train.seed)
+    shape = config.model
+    softmax = resolve_softmax(obj.softmax, data.num_items, shape.channels, shape.sparse_embedding)
+    if obj.softmax == "auto":
+        logger.info("objective.softmax auto: %s for %d items", softmax, data.num_items)
     sampler = in_batch_prior = None
-    if obj.softmax == "sampled":
+    if softmax == "sampled":
         counts = data.vocab.counts
         sampler = make_sampler(obj.sampler, data.num_items, counts=counts, power=obj.sampler_power)
         if obj.in_batch_negatives:  # the batch's targets follow the click distribution
@@ -75,7 +79,7 @@ def make_step_loss(
             model.output,
             hidden,
             targets,
-            softmax=obj.softmax,
+            softmax=softmax,
             sampler=sampler,
             num_samples=obj.num_samples,
             generator=generator,
