@@ -37,6 +37,7 @@ class RunManifest:
     baselines: dict[str, dict[str, float]]
     device: str
     versions: dict[str, str]
+    precision: str | None = None  # what training ran in (train.precision resolved); None before 0.2.1
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -56,6 +57,7 @@ class BackboneManifest(RunManifest):
     special_tokens: int
     data: dict[str, Any]  # path, fingerprint and statistics of the click log
     tokens_per_s: float | None
+    softmax: str | None = None  # objective.softmax as resolved (full or sampled); None before 0.2.1
 
 
 @dataclass(kw_only=True)

@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+import torch
 from conftest import REPO_ROOT
 
 from peterrec.commands.pretrain import run_pretrain
@@ -60,3 +61,12 @@ def test_variants_learn_the_sample(tmp_path, one_thread, config_name, overrides)
     model = manifest["metrics"]["test/ndcg@10"]
     popularity = manifest["baselines"]["popularity"]["test/ndcg@10"]
     assert model > popularity + 0.1, (model, popularity)
+
+
+def test_manifest_records_the_resolved_softmax_and_precision(tmp_path, one_thread):
+    from peterrec.runtime import resolve_precision
+
+    manifest = _run(tmp_path, "autoregressive", "train.precision=auto", "objective.softmax=auto")
+    assert manifest["softmax"] == "full"  # the sample's vocabulary is far below EXACT_SOFTMAX_MAX_ITEMS
+    assert manifest["precision"] == resolve_precision("auto", torch.device("cpu"))
+    assert manifest["precision"] in ("fp32", "bf16")

@@ -162,7 +162,10 @@ def run_pretrain(config: PretrainConfig, out: str | Path | None = None, resume: 
             tokens_per_s=round(float(np.median(tokens_per_s)), 1) if tokens_per_s else None,
             metrics=metrics,
             baselines=baselines,
-            **training_facts(result, started, device, config.train.seed),
+            softmax=resolve_softmax(
+                config.objective.softmax, data.num_items, config.model.channels, config.model.sparse_embedding
+            ),
+            **training_facts(result, started, device, config.train.seed, config.train.precision),
         )
         return finish_run(manifest, staging, run_dir)
 
