@@ -13,7 +13,6 @@ from peterrec.checkpoint import environment_versions, finalize_run_dir
 from peterrec.config import DataConfig
 from peterrec.data.next_item import read_user_sequences
 from peterrec.errors import DataError
-from peterrec.runtime import resolve_precision
 
 config_option = click.option(
     "-c", "--config", "config_path", type=click.Path(), required=True, help="YAML config file."
@@ -55,7 +54,8 @@ def user_inputs(run, user_ids: list[str], input_path: str | None) -> tuple[list[
 
 
 def training_facts(result, started: float, device: torch.device, seed: int, precision: str) -> dict:
-    """The manifest fields every training command records: seed, epochs, times, device, precision."""
+    """The manifest fields every training command records: seed, epochs, times, device, the precision
+    training ran in (the trainer's, ``auto`` resolved), versions."""
     return {
         "seed": seed,
         "best_epoch": result.state.best_epoch,
@@ -63,7 +63,7 @@ def training_facts(result, started: float, device: torch.device, seed: int, prec
         "train_seconds": round(sum(row["train/seconds"] for row in result.history), 2),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "device": str(device),
-        "precision": resolve_precision(precision, device),
+        "precision": precision,
         "versions": environment_versions(),
     }
 

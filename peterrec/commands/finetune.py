@@ -152,7 +152,7 @@ def run_finetune(
             peak_memory_bytes=peak_memory_bytes(device),
             metrics={**valid, **test},
             baselines=baselines,
-            **training_facts(result, started, device, config.train.seed, config.train.precision),
+            **training_facts(result, started, device, config.train.seed, trainer.precision),
         )
         return finish_run(manifest, staging, run_dir)
 

@@ -40,6 +40,12 @@ from peterrec.training.trainer import EpochBatches, Trainer
 logger = logging.getLogger(__name__)
 
 
+def configured_softmax(config: PretrainConfig, num_items: int) -> str:
+    """``full`` or ``sampled``: ``objective.softmax`` with ``auto`` resolved for this vocabulary."""
+    model = config.model
+    return resolve_softmax(config.objective.softmax, num_items, model.channels, model.sparse_embedding)
+
+
 def make_step_loss(
     model: NextItemModel,
     config: PretrainConfig,
@@ -55,8 +61,7 @@ def make_step_loss(
     windows = torch.from_numpy(left_pad(make_windows(data.train, width, config.data.path), width, pad=PAD))
     windows = windows.to(torch.int32)
     batches = EpochBatches(len(windows), config.train.batch_size, config.train.seed)
-    shape = config.model
-    softmax = resolve_softmax(obj.softmax, data.num_items, shape.channels, shape.sparse_embedding)
+    softmax = configured_softmax(config, data.num_items)
     if obj.softmax == "auto":
         logger.info("objective.softmax auto: %s for %d items", softmax, data.num_items)
     sampler = in_batch_prior = None
@@ -162,10 +167,8 @@ def run_pretrain(config: PretrainConfig, out: str | Path | None = None, resume: 
             tokens_per_s=round(float(np.median(tokens_per_s)), 1) if tokens_per_s else None,
             metrics=metrics,
             baselines=baselines,
-            softmax=resolve_softmax(
-                config.objective.softmax, data.num_items, config.model.channels, config.model.sparse_embedding
-            ),
-            **training_facts(result, started, device, config.train.seed, config.train.precision),
+            softmax=configured_softmax(config, data.num_items),
+            **training_facts(result, started, device, config.train.seed, trainer.precision),
         )
         return finish_run(manifest, staging, run_dir)
 

@@ -124,8 +124,7 @@ def _logits(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, start: int, stop:
 
     ``w @ h.T`` transposed is the fastest layout for an (N, C) x (C, V) product with small C on CPU.
     """
-    block = (w[start:stop] @ h.t()).t()
-    return block.to(b.dtype).add_(b[start:stop]) if block.dtype != b.dtype else block.add_(b[start:stop])
+    return (w[start:stop] @ h.t()).t().to(b.dtype).add_(b[start:stop])  # .to: a no-op without autocast
 
 
 def _normalise_in_place(logits: torch.Tensor) -> torch.Tensor:
