@@ -266,6 +266,11 @@ class TaskConfig:
     # of max_len - 1 clicks, each read by the backbone (with its own [CLS]) and the window vectors averaged
     history: History = "recent"
     head_dropout: float = bounded(0.0, low=0.0, high=1.0, high_open=True)
+    # profile and coldrec: K-fold cross-validation over users. folds: 1 is the one split of task.split; with
+    # K >= 2 the users are cut into K parts, part ``fold`` is the test split, and the rest is split into
+    # train and valid in the ratio task.split[0] : task.split[1]. `compare` runs every fold and pools them.
+    folds: int = bounded(1, low=1, high=100)
+    fold: int = bounded(0, low=0, high=99)
 
 
 @dataclass
@@ -337,6 +342,13 @@ class FinetuneConfig:
         unknown = sorted(k for k in self.strategy.lr if k not in STRATEGIES and not k.startswith("adapter:"))
         if unknown:
             raise ConfigError(f"{source}: strategy.lr names unknown strategy {unknown[0]!r}")
+        if task.fold >= task.folds:
+            raise ConfigError(
+                f"{source}: task.fold must lie in [0, task.folds - 1] = [0, {task.folds - 1}], "
+                f"got {task.fold}"
+            )
+        if task.folds > 1 and task.type == "nextitem":
+            raise ConfigError(f"{source}: task.folds is for profile and coldrec tasks (users are held out)")
         if task.type == "nextitem" and task.history != "recent":
             raise ConfigError(f"{source}: task.history: full is for profile and coldrec tasks")
         if task.type != "profile" and (task.class_weights != "none" or task.head_dropout > 0):

@@ -78,11 +78,11 @@ def _cell(stats: dict | None) -> str:
     return f"{stats['mean']:.4f}" if stats["std"] is None else f"{stats['mean']:.4f} ± {stats['std']:.4f}"
 
 
-def _ci_cell(row: dict) -> str:
-    if row.get("baseline"):
-        return ""
-    ci = row["ci"]
-    return "reference" if ci is None else f"{ci['diff']:+.4f} [{ci['low']:+.4f}, {ci['high']:+.4f}]"
+def _ci_cell(row: dict, reference: str) -> str:
+    if row["method"] == reference:
+        return "reference"
+    ci = row.get("ci")
+    return "" if ci is None else f"{ci['diff']:+.4f} [{ci['low']:+.4f}, {ci['high']:+.4f}]"
 
 
 def _num(value, fmt: str) -> str:
@@ -90,8 +90,9 @@ def _num(value, fmt: str) -> str:
 
 
 def render_table(
-    rows: list[dict], columns: list[str], main: str, fractions: list[float], reference: str = REFERENCE
+    rows: list[dict], columns: list[str], main: str, fractions: list[float], reference: str | None = REFERENCE
 ) -> str:
+    """The compare table; a CI column against ``reference`` when that row is present."""
     show_cuda = any(r.get("peak_cuda_mb") is not None for r in rows)
     show_ci = any(r["method"] == reference for r in rows)
     header = ["method"] + (["train fraction"] if len(fractions) > 1 else []) + ["lr", *columns]
@@ -109,7 +110,7 @@ def render_table(
             "peak_rss_mb": ".0f",
         }
         line += [_num(r.get(k), fmt) for k, fmt in costs.items()]
-        line += [_num(r.get("peak_cuda_mb"), ".1f")] * show_cuda + [_ci_cell(r)] * show_ci
+        line += [_num(r.get("peak_cuda_mb"), ".1f")] * show_cuda + [_ci_cell(r, reference)] * show_ci
         lines.append(line)
     return markdown_table(header, lines)
 

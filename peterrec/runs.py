@@ -27,6 +27,7 @@ from peterrec.tasks import task_class
 
 WEIGHTS_FILE = "backbone.safetensors"
 PATCH_FILE = "patch.safetensors"
+PER_USER_FILE = "test_per_user.json"  # a finetuned run's per-user test outputs (and its baselines')
 
 # Weight names 0.1.0 wrote -> today's (the item table moved into the item encoder).
 LEGACY_WEIGHT_NAMES = (("item_embedding.weight", "item_encoder.embedding.weight"),)

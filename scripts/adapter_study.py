@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from peterrec.commands.compare import RunRecord, pooled_per_user, run_compare
+from peterrec.commands.compare import RunRecord, pooled_by_seed, run_compare
 from peterrec.commands.pretrain import run_pretrain
 from peterrec.config import AdapterConfig, FinetuneConfig, PretrainConfig, load_config
-from peterrec.evaluation.metrics import paired_bootstrap_ci
+from peterrec.evaluation.user_results import paired_bootstrap_metric_ci
 from peterrec.manifest import read_manifest
 from peterrec.reporting import markdown_table
 
@@ -87,7 +87,7 @@ def pretrained(out: Path, fraction: float) -> Path:
 def summarise(records: list[RunRecord], reference: list[RunRecord], key: str, column: str) -> dict:
     values = [r.manifest.metrics[column] for r in records]
     p = records[0].manifest.parameters
-    diff, low, high = paired_bootstrap_ci(pooled_per_user(records, key), pooled_per_user(reference, key))
+    diff, low, high = paired_bootstrap_metric_ci(pooled_by_seed(records), pooled_by_seed(reference), key)
     return {
         "mean": float(np.mean(values)),
         "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,

@@ -14,6 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import REPO_ROOT, SAMPLE_CONFIG, TINY_OVERRIDES, set_args
+from sklearn.metrics import roc_auc_score
 
 from peterrec.checkpoint import RUN_MARKER
 from peterrec.commands.cli import main
@@ -103,14 +104,19 @@ def test_table_matches_run_manifests(compared):
         assert float(row["test/accuracy"]) == pytest.approx(
             baselines[row["method"]]["test/accuracy"], abs=6e-5
         )
-    # Paired over users, the mean difference is the difference of the seed-averaged accuracies.
+    # The CI is on the main metric (AUC for two classes); its point estimate is the difference of the
+    # seed-averaged AUCs, for the baseline rows too.
     ci_column = header[-1]
+    assert ci_column.startswith("Δ test/auc vs peterrec")
     assert rows[0][ci_column] == "reference"
-    diff, low, high = map(float, re.findall(r"[-+][\d.]+", rows[1][ci_column]))
-    gap = np.mean([m["metrics"]["test/accuracy"] for m in manifests(out, "fine_cls")]) - np.mean(
-        [m["metrics"]["test/accuracy"] for m in manifests(out, "peterrec")]
-    )
-    assert diff == pytest.approx(gap, abs=6e-5) and low <= diff <= high
+    for row in rows[1:]:
+        diff, low, high = map(float, re.findall(r"[-+][\d.]+", row[ci_column]))
+        if row["method"] in baselines:
+            mine = baselines[row["method"]]["test/auc"]
+        else:
+            mine = np.mean([m["metrics"]["test/auc"] for m in manifests(out, row["method"])])
+        gap = mine - np.mean([m["metrics"]["test/auc"] for m in manifests(out, "peterrec")])
+        assert diff == pytest.approx(gap, abs=1e-4) and low <= diff <= high
     assert "task profile" in (out / "results.md").read_text() and "seeds [0, 1]" in stdout
 
 
@@ -194,6 +200,7 @@ def test_train_fractions_give_rows_per_fraction(compared, backbone, tmp_path):
         (["--lr-grid", "-1e-3"], "--lr-grid"),
         (["--seeds", "0"], "--seeds"),
         (["--plot", "out.jpg"], "--plot"),
+        (["--reference", "nobody"], "--reference"),
     ],
 )
 def test_bad_inputs_are_one_line_errors(args, option, tmp_path):
@@ -201,6 +208,42 @@ def test_bad_inputs_are_one_line_errors(args, option, tmp_path):
     assert result.exit_code == 2, result.output
     assert option in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_cross_validation_pools_every_user_and_takes_a_baseline_as_reference(backbone, tmp_path):
+    out = tmp_path / "cv"
+    args = [
+        "--strategies",
+        "fine_cls",
+        "--seeds",
+        "1",
+        "--set",
+        "task.folds=3",
+        "--reference",
+        "bag_of_items_lr",
+    ]
+    result = invoke(*compare_args(backbone, out, *args))
+    assert result.exit_code == 0, result.output
+    runs = sorted((out / "runs").iterdir())
+    assert [r.name for r in runs] == [f"fine_cls-f1-s0-k{k}" for k in range(3)]
+    folds = [json.loads((r / "test_per_user.json").read_text()) for r in runs]
+    users = [u for fold in folds for u in fold["users"]]
+    labelled = (REPO_ROOT / "data" / "sample" / "labels.csv").read_text().splitlines()[1:]
+    assert sorted(users) == sorted(line.split(",")[0] for line in labelled)  # each user tested once
+    header, rows = parse_table((out / "results.md").read_text())
+    by_method = {r["method"]: r for r in rows}
+    ci_column = "Δ test/auc vs bag_of_items_lr (95% CI)"
+    assert header[-1] == ci_column and by_method["bag_of_items_lr"][ci_column] == "reference"
+    # The table's AUCs are those of the pooled predictions, the model's and the baseline's.
+    for method, key in (("fine_cls", None), ("bag_of_items_lr", "bag_of_items_lr")):
+        parts = [fold if key is None else fold["baselines"][key] for fold in folds]
+        labels = [y for part in parts for y in part["labels"]]
+        scores = [p[1] for part in parts for p in part["probabilities"]]
+        assert float(by_method[method]["test/auc"]) == pytest.approx(roc_auc_score(labels, scores), abs=6e-5)
+    diff, low, high = map(float, re.findall(r"[-+][\d.]+", by_method["fine_cls"][ci_column]))
+    gap = float(by_method["fine_cls"]["test/auc"]) - float(by_method["bag_of_items_lr"]["test/auc"])
+    assert diff == pytest.approx(gap, abs=2e-4) and low <= diff <= high
+    assert f"{len(users)} test users over 3 folds" in result.output
 
 
 def record(strategy: str, lr: float, seed: int, value: float) -> RunRecord:

@@ -79,10 +79,19 @@ def test_early_stopping_on_log_loss_keeps_the_lowest(tmp_path):
 def test_transfer_baselines_sit_beside_the_simple_ones():
     config = load_config(FinetuneConfig, GENDER, QUICK)
     task = ProfileTask(config, load_backbone(FIXTURES / "backbone"))
-    rows = task.baselines()
+    rows, test_outputs = task.baselines()
+    assert list(rows) == list(test_outputs) == list(ProfileTask.baseline_names)
     assert list(rows) == ["majority", "bag_of_items_lr", "linear_probe", "mean_item_embedding_lr"]
     for name in ("linear_probe", "mean_item_embedding_lr"):
         assert 0.0 <= rows[name]["test/accuracy"] <= 1.0 and 0.0 <= rows[name]["test/auc"] <= 1.0
+    # The per-user test outputs give back the recorded metrics (what compare pools over folds).
+    test = task.splits["test"]
+    for name, outputs in test_outputs.items():
+        assert np.array_equal(outputs["labels"], test.targets)
+        assert outputs["probabilities"].shape == (len(test.users), len(task.classes))
+        recomputed = classification_metrics(outputs["probabilities"], outputs["labels"])
+        assert recomputed["auc"] == pytest.approx(rows[name]["test/auc"], abs=1e-4)
+        assert outputs["accuracy"].mean() == pytest.approx(rows[name]["test/accuracy"])
     train = task.probe_features["linear_probe"]["train"]
     assert train.shape == (len(task.splits["train"]), 16)  # the fixture backbone's channels
 

@@ -29,10 +29,10 @@ from peterrec.commands.common import config_option, set_option
 from peterrec.commands.finetune import resolve_overrides, run_finetune
 from peterrec.config import AdapterConfig, FinetuneConfig, dump_config, load_config
 from peterrec.errors import CheckpointError, ConfigError, PeterRecError
-from peterrec.evaluation.metrics import paired_bootstrap_ci
+from peterrec.evaluation.user_results import UserOutputs, paired_bootstrap_metric_ci, pool_folds
 from peterrec.manifest import FinetuneManifest, read_manifest
 from peterrec.reporting import REFERENCE, plot_results, primary_columns, render_table, write_outputs
-from peterrec.runs import WEIGHTS_FILE
+from peterrec.runs import PER_USER_FILE, WEIGHTS_FILE
 from peterrec.tasks import resolve_monitor, task_class
 from peterrec.training.trainer import lower_is_better
 
@@ -48,10 +48,12 @@ class RunSpec(NamedTuple):
     fraction: float
     seed: int
     lr: float | None  # None: the config's per-strategy lr
+    fold: int | None = None  # the cross-validation fold (task.fold); None: the one split of task.split
 
     def name(self) -> str:
         lr = "" if self.lr is None else f"-lr{self.lr:g}"
-        return f"{self.strategy.replace(':', '-')}-f{self.fraction:g}-s{self.seed}{lr}"
+        fold = "" if self.fold is None else f"-k{self.fold}"
+        return f"{self.strategy.replace(':', '-')}-f{self.fraction:g}-s{self.seed}{lr}{fold}"
 
 
 @dataclass
@@ -59,8 +61,14 @@ class RunRecord:
     spec: RunSpec
     run_dir: Path
     manifest: FinetuneManifest
-    per_user: dict[str, list[float]]
+    per_user: dict  # test_per_user.json: the run's per-user test outputs, and its baselines' ("baselines")
     usage: dict
+
+    def outputs(self, baseline: str | None = None) -> UserOutputs:
+        """The run's per-user test outputs, or those of one of its simple baselines."""
+        if baseline is None:
+            return UserOutputs.from_json(self.per_user)
+        return UserOutputs.from_json(self.per_user["baselines"][baseline], users=self.per_user.get("users"))
 
 
 @dataclass
@@ -129,6 +137,8 @@ def spec_config(config: FinetuneConfig, spec: RunSpec) -> FinetuneConfig:
     """The config a run is started with: the adapter kind of an ``adapter:KIND`` entry (with its default
     options, unless the config already names that kind) and the grid's lr, if any, as this strategy's lr."""
     strategy, kind = split_strategy(spec.strategy)
+    if spec.fold is not None:
+        config = dataclasses.replace(config, task=dataclasses.replace(config.task, fold=spec.fold))
     if kind is not None and kind != config.adapter.kind:
         adapter = AdapterConfig.parse(
             {"kind": kind, "layers": config.adapter.layers}, "adapter", "--strategies"
@@ -247,7 +257,7 @@ def ensure_run(config: FinetuneConfig, backbone_dir: Path, spec: RunSpec, run_di
         logger.info("%s %s", "resuming" if resume else "finetuning", spec.name())
         run_in_process(config, backbone_dir, spec, run_dir, resume)
         manifest = read_manifest(run_dir)
-    per_user = json.loads((run_dir / "test_per_user.json").read_text(encoding="utf-8"))
+    per_user = json.loads((run_dir / PER_USER_FILE).read_text(encoding="utf-8"))
     usage_path = run_dir / USAGE_FILE
     usage = json.loads(usage_path.read_text(encoding="utf-8")) if usage_path.is_file() else {}
     return RunRecord(spec, run_dir, manifest, per_user, usage)
@@ -279,13 +289,27 @@ def mean_std(values: Sequence[float]) -> dict:
 
 
 def main_metric(manifest: FinetuneManifest, columns: list[str]) -> tuple[str, str]:
-    """(table column, per-user key) of the metric the confidence intervals are computed on."""
+    """(table column, metric name) of the metric the confidence intervals are computed on."""
     return task_class(manifest.task_type).main_metric(columns)
 
 
-def pooled_per_user(records: list[RunRecord], key: str) -> np.ndarray:
-    """Per-user values averaged over seeds (the user order is fixed by task.split_seed)."""
-    return np.mean([np.asarray(r.per_user[key], dtype=np.float64) for r in records], axis=0)
+def metric_name(column: str) -> str:
+    """``test/sampled99_hr@10`` -> ``hr@10``: the metric a table column shows."""
+    return column.split("/", 1)[1].removeprefix("sampled99_")
+
+
+def pooled_by_seed(runs: list[RunRecord], baseline: str | None = None) -> list[UserOutputs]:
+    """Per seed, the test outputs of its runs pooled over cross-validation folds (one run without folds);
+    with ``baseline``, that baseline's outputs instead (identical across seeds: the first seed's)."""
+    seeds = sorted({r.spec.seed for r in runs})
+    if baseline is not None:
+        seeds = seeds[:1]
+    pooled = []
+    for seed in seeds:
+        folds = sorted((r for r in runs if r.spec.seed == seed), key=lambda r: r.spec.fold or 0)
+        outputs = [r.outputs(baseline) for r in folds]
+        pooled.append(outputs[0] if folds[0].spec.fold is None else pool_folds(outputs))
+    return pooled
 
 
 def backbone_share(manifest: FinetuneManifest) -> float | None:
@@ -296,43 +320,77 @@ def backbone_share(manifest: FinetuneManifest) -> float | None:
     return 100.0 * (p["trainable"] - p["head"]) / p["pretrained"]
 
 
+def column_stats(pooled: list[UserOutputs], columns: list[str]) -> dict[str, dict]:
+    """Each column's mean ± std over seeds, every seed's value computed on its pooled test users."""
+    summaries = [outputs.summary() for outputs in pooled]
+    return {
+        c: mean_std([s[metric_name(c)] for s in summaries]) for c in columns if metric_name(c) in summaries[0]
+    }
+
+
+def paired_ci(pooled: list[UserOutputs], reference: list[UserOutputs] | None, metric: str) -> dict | None:
+    if reference is None or pooled is reference:
+        return None
+    diff, low, high = paired_bootstrap_metric_ci(pooled, reference, metric)
+    return {"diff": diff, "low": low, "high": high}
+
+
 def strategy_row(
-    runs: list[RunRecord], columns: list[str], reference: list[RunRecord] | None, key: str, name: str
+    runs: list[RunRecord], columns: list[str], reference: list[UserOutputs] | None, key: str, name: str
 ) -> dict:
-    """One strategy's row; ``reference`` runs (strategy ``name``) give the paired CI."""
+    """One strategy's row (over its seeds and folds); ``reference`` (the outputs of row ``name`` per
+    seed) gives the paired CI."""
     first = runs[0]
     rss = [r.usage["peak_rss_mb"] for r in runs if r.usage.get("peak_rss_mb") is not None]
     cuda = [r.usage["peak_cuda_mb"] for r in runs if r.usage.get("peak_cuda_mb") is not None]
-    ci = None
-    if reference is not None and first.spec.strategy != name:
-        diff, low, high = paired_bootstrap_ci(pooled_per_user(runs, key), pooled_per_user(reference, key))
-        ci = {"diff": diff, "low": low, "high": high}
+    pooled = pooled_by_seed(runs)
     return {
         "method": first.spec.strategy,
         "train_fraction": first.spec.fraction,
         "lr": first.manifest.lr,
-        "seeds": [r.spec.seed for r in runs],
-        "metrics": {c: mean_std([r.manifest.metrics[c] for r in runs]) for c in columns},
+        "seeds": sorted({r.spec.seed for r in runs}),
+        "metrics": column_stats(pooled, columns),
         "trainable": first.manifest.parameters["trainable"],
         "backbone_share": backbone_share(first.manifest),
         "stored_bytes": first.manifest.parameters["stored_bytes"],
         "seconds_per_epoch": float(np.mean([r.manifest.seconds_per_epoch or 0.0 for r in runs])),
         "peak_rss_mb": float(np.mean(rss)) if rss else None,
         "peak_cuda_mb": float(np.mean(cuda)) if cuda else None,
-        "ci": ci,
+        "ci": None if first.spec.strategy == name else paired_ci(pooled, reference, key),
         "reference": name,
     }
 
 
-def baseline_rows(runs: list[RunRecord], columns: list[str]) -> list[dict]:
+def baseline_rows(
+    runs: list[RunRecord], columns: list[str], reference: list[UserOutputs] | None, key: str, name: str
+) -> list[dict]:
     """The task's simple baselines, as recorded by one of this fraction's runs (identical across them)."""
     rows = []
-    for name, values in runs[0].manifest.baselines.items():
-        metrics = {c: {"mean": values[c], "std": None, "values": [values[c]]} for c in columns if c in values}
+    for baseline in runs[0].per_user.get("baselines", {}):
+        pooled = pooled_by_seed(runs, baseline)
         rows.append(
-            {"method": name, "train_fraction": runs[0].spec.fraction, "baseline": True, "metrics": metrics}
+            {
+                "method": baseline,
+                "train_fraction": runs[0].spec.fraction,
+                "baseline": True,
+                "metrics": column_stats(pooled, columns),
+                "ci": None if baseline == name else paired_ci(pooled, reference, key),
+                "reference": name,
+            }
         )
     return rows
+
+
+def reference_outputs(
+    picked: dict[str, list[RunRecord]], reference: str, strategies: list[str]
+) -> list[UserOutputs] | None:
+    """The per-seed pooled outputs of the reference row: a strategy, or a baseline of the task."""
+    if reference in picked:
+        return pooled_by_seed(picked[reference])
+    runs = picked[strategies[0]]
+    if reference in runs[0].per_user.get("baselines", {}):
+        return pooled_by_seed(runs, reference)
+    return None
 
 
 def build_rows(
@@ -351,38 +409,68 @@ def build_rows(
             s: [r for r in records if r.spec[:2] == (s, fraction) and r.spec.lr == chosen[(fraction, s)]]
             for s in strategies
         }
-        against = picked.get(reference)
+        against = reference_outputs(picked, reference, strategies)
         rows += [strategy_row(picked[s], columns, against, key, reference) for s in strategies]
-        rows += baseline_rows(picked[strategies[0]], columns)
+        rows += baseline_rows(picked[strategies[0]], columns, against, key, reference)
     return rows
+
+
+def check_reference(reference: str, strategies: Sequence[str], task_type: str) -> None:
+    """The reference row must be one of the strategies run or one of the task's baselines. The default
+    (peterrec) may be absent, and then the table has no CI column."""
+    baselines = task_class(task_type).baseline_names
+    if reference == REFERENCE or reference in strategies or reference in baselines:
+        return
+    raise ConfigError(
+        f"--reference: '{reference}' is neither among --strategies ({', '.join(strategies)}) nor a baseline "
+        f"of task {task_type} ({', '.join(baselines)})"
+    )
 
 
 # ---------------------------------------------------------------------------------------- presenting
 
 
 def describe_measurement(
-    records: list[RunRecord], fractions: list[float], main: str, lr_grid, reference: str = REFERENCE
+    records: list[RunRecord],
+    fractions: list[float],
+    main: str,
+    lr_grid,
+    reference: str = REFERENCE,
+    has_reference: bool = True,
 ) -> str:
     """The line under the table: task, split sizes, seeds, protocol, and what the cost columns mean."""
     task = records[0].manifest.task
+    folds = sorted({r.spec.fold for r in records if r.spec.fold is not None})
     sizes = []
     for fraction in fractions:
-        info = next(r.manifest.task for r in records if r.spec.fraction == fraction)
+        infos = [r.manifest.task for r in records if r.spec.fraction == fraction and r.spec.fold in (None, 0)]
+        info = infos[0]
         users = [str(info[s]["users"]) for s in ("train", "valid", "test") if s in info]
         split = f"train/valid/test users {'/'.join(users)}" if users else f"{info.get('users')} users"
+        if folds:
+            tested = len({u for r in records if r.spec.fraction == fraction for u in r.per_user["users"]})
+            fold0 = split.replace("users", "users of fold 0")
+            split = f"{tested} test users over {len(folds)} folds ({fold0})"
         sizes.append(f"{split} at train fraction {fraction:g}")
     protocol = task_class(task["type"]).protocol(task)
     seeds = sorted({r.spec.seed for r in records})
     lr = f"lr picked per strategy on mean {lr_grid[1]} from {lr_grid[0]}" if lr_grid else "lr from the config"
+    cv = (
+        " Cross-validation over users: every user is tested once, in one fold; each seed's predictions are "
+        "pooled over the folds and its metrics computed on all of them."
+        if folds
+        else ""
+    )
     ci = (
-        f" CI = per-user paired bootstrap 95% CI of (strategy − {reference}) on {main}, per-user values "
-        "averaged over seeds first. Backbone % = trainable parameters outside the head as a share of the "
-        "pretrained model, item tables included."
+        f" CI = paired bootstrap 95% CI over users of (row − {reference}) on {main}: each resample draws "
+        "users with replacement and recomputes the metric for every seed, the difference is of the "
+        "seed means. Backbone % = trainable parameters outside the head as a share of the pretrained model, "
+        "item tables included."
     )
     return (
         f"Measured: task {task['type']}; {'; '.join(sizes)}; protocol {protocol}; "
-        f"mean ± std (ddof=1) over seeds {seeds}; {lr}. Peak RSS = peak resident memory of each run's own "
-        f"process, torch runtime included.{ci if any(r.spec.strategy == reference for r in records) else ''}"
+        f"mean ± std (ddof=1) over seeds {seeds}; {lr}.{cv} Peak RSS = peak resident memory of each run's "
+        f"own process, torch runtime included.{ci if has_reference else ''}"
     )
 
 
@@ -401,7 +489,8 @@ def run_compare(
 
     ``seeds``: a count (``train.seed``, ``train.seed + 1``, ...) or explicit seeds. Run directories go to
     ``<out>/runs/<strategy>-f<fraction>-s<seed>[-lr<lr>]``; finished ones with a matching config are reused.
-    Paired confidence intervals compare every row with the ``reference`` strategy's row.
+    Paired confidence intervals compare every row with the ``reference`` row: a strategy or a baseline.
+    With ``task.folds: K`` every run is repeated for each fold and the folds' test users are pooled.
     """
     parse_strategies(",".join(strategies))  # the command line's checks, for Python callers too
     parse_float_list(",".join(map(str, train_fractions)), "--train-fraction", upper=1.0)
@@ -414,20 +503,24 @@ def run_compare(
     backbone_dir = Path(backbone_dir)
     out = Path(out) if out else Path("checkpoints") / f"compare-{config.name}-{config.task.type}"
     lrs = list(lr_grid) if lr_grid else [None]
+    folds = list(range(config.task.folds)) if config.task.folds > 1 else [None]
+    check_reference(reference, strategies, config.task.type)
     records = []
     for fraction in train_fractions:
         for strategy in strategies:
             for lr in lrs:
                 for seed in seed_list:
-                    spec = RunSpec(strategy, fraction, seed, lr)
-                    records.append(ensure_run(config, backbone_dir, spec, out / "runs" / spec.name()))
+                    for fold in folds:
+                        spec = RunSpec(strategy, fraction, seed, lr, fold)
+                        records.append(ensure_run(config, backbone_dir, spec, out / "runs" / spec.name()))
     monitor = resolve_monitor(config)
     rows = build_rows(records, list(strategies), list(train_fractions), monitor, reference)
     columns = primary_columns(records[0].manifest.metrics)
     main, _ = main_metric(records[0].manifest, columns)
-    table = render_table(rows, columns, main, list(train_fractions), reference)
+    has_reference = any(r["method"] == reference for r in rows)
+    table = render_table(rows, columns, main, list(train_fractions), reference if has_reference else None)
     grid = (lrs, monitor) if lr_grid else None
-    note = describe_measurement(records, list(train_fractions), main, grid, reference)
+    note = describe_measurement(records, list(train_fractions), main, grid, reference, has_reference)
     text = f"{table}\n\n{note}"
     write_outputs(out, text, rows, columns)
     plotted = plot_results(rows, main, list(train_fractions), Path(plot)) if plot else None
@@ -445,7 +538,9 @@ def run_compare(
 @click.option("--out", type=click.Path(), default=None, help="Default checkpoints/compare-<config>-<task>.")
 @click.option("--plot", type=click.Path(), default=None, help="Also draw the main metric to this PNG.")
 @click.option(
-    "--reference", default=None, help=f"The row the paired CIs compare with (default {REFERENCE}, when run)."
+    "--reference",
+    default=None,
+    help=f"The row the paired CIs compare with: a strategy or a baseline (default {REFERENCE}, when run).",
 )
 def command(
     config_path, backbone, strategies, seeds, train_fractions, lr_grid, overrides, out, plot, reference
@@ -458,8 +553,6 @@ def command(
         raise ConfigError(f"--seeds: need at least 1, got {seeds}")
     config = load_config(FinetuneConfig, config_path, list(overrides))
     out = out or str(Path("checkpoints") / f"compare-{Path(config_path).stem}-{config.task.type}")
-    if reference is not None and reference not in names:
-        raise ConfigError(f"--reference: '{reference}' is not among --strategies ({', '.join(names)})")
     result = run_compare(config, backbone, names, seeds, fractions, grid, out, plot, reference or REFERENCE)
     click.echo(result.table)
     click.echo(f"\nwrote {result.out}/results.md, results.csv, results.json" + (f", {plot}" if plot else ""))

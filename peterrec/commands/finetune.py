@@ -26,7 +26,7 @@ from peterrec.config import FinetuneConfig, check_values, dump_config, load_conf
 from peterrec.manifest import BaseRef, FinetuneManifest
 from peterrec.model.transfer import apply_strategy, trainable_state_dict
 from peterrec.reporting import finetune_summary
-from peterrec.runs import PATCH_FILE, BaseRun, load_backbone, strategy_kwargs
+from peterrec.runs import PATCH_FILE, PER_USER_FILE, BaseRun, load_backbone, strategy_kwargs
 from peterrec.runtime import peak_memory_bytes, resolve_device, seed_everything
 from peterrec.tasks import build_task, resolve_monitor
 from peterrec.tasks.base import transfer_model
@@ -34,6 +34,15 @@ from peterrec.training.distributed import device_for, from_environment
 from peterrec.training.trainer import EpochBatches, Trainer
 
 logger = logging.getLogger(__name__)
+
+
+def per_user_json(per_user: dict, baseline_test: dict[str, dict]) -> dict:
+    """The run's per-user test outputs, and under ``baselines`` each simple baseline's, as JSON values."""
+    out = {k: np.asarray(v).tolist() for k, v in per_user.items()}
+    out["baselines"] = {
+        name: {k: np.asarray(v).tolist() for k, v in values.items()} for name, values in baseline_test.items()
+    }
+    return out
 
 
 def resolve_overrides(
@@ -81,7 +90,7 @@ def run_finetune(
     task = build_task(config, base)
     name, s = config.strategy.name, config.strategy
     # The baselines read the pretrained backbone: before any strategy patches or re-initialises it.
-    baselines = distributed.on_main(task.baselines)
+    baselines, baseline_test = distributed.on_main(task.baselines)
     model = transfer_model(base.backbone, task.make_head(base), s.pooling, s.train_cls)
     report = apply_strategy(model, name, seed=config.train.seed, **strategy_kwargs(config))
     model.to(device)
@@ -127,9 +136,7 @@ def run_finetune(
         test, per_user = task.evaluate(model, "test", device, bs)
 
         save_weights(staging / PATCH_FILE, trainable_state_dict(model))
-        atomic_write_json(
-            staging / "test_per_user.json", {k: np.asarray(v).tolist() for k, v in per_user.items()}
-        )
+        atomic_write_json(staging / PER_USER_FILE, per_user_json(per_user, baseline_test))
         seconds = [row["train/seconds"] for row in result.history]
         manifest = FinetuneManifest(
             name=config.name,

@@ -12,6 +12,7 @@ from peterrec.data.readers import (
 from peterrec.data.sequences import (
     LeaveLastOut,
     filter_min_length,
+    fold_users,
     leave_last_out,
     left_pad,
     split_users,
@@ -25,6 +26,7 @@ __all__ = [
     "Vocabulary",
     "check_users_have_sequences",
     "filter_min_length",
+    "fold_users",
     "group_sequences",
     "leave_last_out",
     "left_pad",

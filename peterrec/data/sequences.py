@@ -85,6 +85,33 @@ def split_users(
     return permuted[:a], permuted[a:b], permuted[b:]
 
 
+def fold_users(
+    users: Sequence[str], folds: int, fold: int, valid_share: float, seed: int = 0
+) -> tuple[list[str], list[str], list[str]]:
+    """(train, valid, test) of fold ``fold`` of a K-fold split of users, deterministic in ``seed``.
+
+    The users (sorted, then permuted by ``seed`` as in :func:`split_users`) are cut into ``folds`` parts of
+    near-equal size; part ``fold`` is the test split, so over all folds every user is tested exactly once.
+    Of the other users, the first ``round(valid_share * n)`` in permuted order are the validation split and
+    the rest train.
+    """
+    if folds < 2 or not 0 <= fold < folds:
+        raise ValueError(f"need folds >= 2 and 0 <= fold < folds, got folds={folds}, fold={fold}")
+    if not 0.0 <= valid_share < 1.0:
+        raise ValueError(f"valid_share must lie in [0, 1), got {valid_share}")
+    ordered = sorted(users)
+    if len(set(ordered)) != len(ordered):
+        raise ValueError("fold_users got duplicate user ids")
+    if len(ordered) < folds:
+        raise ValueError(f"{len(ordered)} users cannot make {folds} folds")
+    permuted = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
+    bounds = np.linspace(0, len(permuted), folds + 1).round().astype(int)
+    test = permuted[bounds[fold] : bounds[fold + 1]]
+    rest = permuted[: bounds[fold]] + permuted[bounds[fold + 1] :]
+    cut = int(round(valid_share * len(rest)))
+    return rest[cut:], rest[:cut], test
+
+
 @dataclass
 class LeaveLastOut:
     """Per-user leave-last-out split: ``(user, history, target)`` examples for validation and test."""

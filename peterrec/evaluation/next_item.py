@@ -64,13 +64,28 @@ def evaluate_next_item_model(
 
 def next_item_baselines(data: NextItemData, batch_size: int) -> dict[str, dict[str, float]]:
     """Popularity and first-order Markov on the same split and protocol as the model."""
-    rows = {}
+    return next_item_baseline_ranks(data, batch_size)[0]
+
+
+def next_item_baseline_ranks(
+    data: NextItemData, batch_size: int
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+    """:func:`next_item_baselines`, plus each baseline's per-user test ranks."""
+    rows, test_ranks = {}, {}
     for name, scorer_class in NEXT_ITEM_BASELINES.items():
         scorer = scorer_class(data.train, data.num_items)
         rows[name] = {}
         for split in EVAL_SPLITS:
-            rows[name].update(evaluate_next_item(scorer.scores, data, split, batch_size)[0])
-    return rows
+            metrics, ranks = evaluate_next_item(scorer.scores, data, split, batch_size)
+            rows[name].update(metrics)
+        test_ranks[name] = ranks  # EVAL_SPLITS ends with test
+    return rows, test_ranks
 
 
-__all__ = ["evaluate_next_item", "evaluate_next_item_model", "next_item_baselines", "split_arrays"]
+__all__ = [
+    "evaluate_next_item",
+    "evaluate_next_item_model",
+    "next_item_baseline_ranks",
+    "next_item_baselines",
+    "split_arrays",
+]

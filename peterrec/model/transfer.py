@@ -105,10 +105,7 @@ class TransferModel(nn.Module):
         ``cls_end``) and the vectors of the windows that hold an item are averaged.
         """
         if seqs.dim() == 3:
-            batch, windows, length = seqs.shape
-            vectors = self.user_representation(seqs.reshape(batch * windows, length)).view(batch, windows, -1)
-            used = (seqs != PAD).any(dim=2).unsqueeze(-1).to(vectors.dtype)
-            return (vectors * used).sum(dim=1) / used.sum(dim=1).clamp(min=1)
+            return self._windows_representation(seqs)
         if self.pooling == "cls_end":
             cls = torch.full((len(seqs), 1), CLS, dtype=seqs.dtype, device=seqs.device)
             # Appending on the right keeps the padding on the left, where the backbone expects it.
@@ -124,6 +121,21 @@ class TransferModel(nn.Module):
         last = real.shape[1] - 1 - real.flip(1).int().argmax(dim=1)
         rows = torch.arange(len(seqs), device=seqs.device)
         return (hidden[rows, first] + hidden[rows, last]) / 2
+
+    def _windows_representation(self, seqs: torch.Tensor) -> torch.Tensor:
+        """(B, W, L) windows -> (B, C): the mean vector of each user's windows that hold an item.
+
+        Only those windows go through the backbone (most users fill few of the W slots); a user with none
+        gets a zero vector.
+        """
+        batch, windows, length = seqs.shape
+        flat = seqs.reshape(batch * windows, length)
+        used = (flat != PAD).any(dim=1)
+        owner = torch.arange(batch, device=seqs.device).repeat_interleave(windows)[used]
+        vectors = self.user_representation(flat[used] if used.any() else flat[:1])[: len(owner)]
+        sums = vectors.new_zeros(batch, vectors.shape[1]).index_add(0, owner, vectors)
+        counts = torch.bincount(owner, minlength=batch).clamp(min=1).unsqueeze(1)
+        return sums / counts.to(sums.dtype)
 
     def extra_repr(self) -> str:
         return f"pooling={self.pooling!r}, train_cls={self.cls_embedding is not None}"

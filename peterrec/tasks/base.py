@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from peterrec.config import FinetuneConfig
-from peterrec.data import left_pad, split_users
+from peterrec.data import fold_users, left_pad, split_users
 from peterrec.data.next_item import read_user_sequences
 from peterrec.errors import ConfigError
 from peterrec.model.transfer import TransferModel
@@ -36,6 +36,7 @@ class Task(Protocol):
 
     kind: ClassVar[str]  # the task.type name
     default_monitor: ClassVar[str]  # what train.monitor 'auto' watches
+    baseline_names: ClassVar[tuple[str, ...]]  # the rows of baselines(), in order
 
     def __len__(self) -> int:
         """Training examples per epoch."""
@@ -47,10 +48,13 @@ class Task(Protocol):
         """Mean loss of the training batch ``indices``, its real input tokens and its loss terms."""
 
     def evaluate(self, model, split: str, device, batch_size: int = 256) -> tuple[dict, dict]:
-        """``({split}/metric: value}, {metric: per-user values})`` recomputed from the model."""
+        """``({split}/metric: value}, per-user outputs)`` recomputed from the model. The per-user outputs
+        hold per-user metric values and may hold ``users`` (each example's user, for pooling
+        cross-validation folds), ``labels`` and ``probabilities`` (classifiers)."""
 
-    def baselines(self) -> dict[str, dict[str, float]]:
-        """The task's simple baselines on the same split and protocol."""
+    def baselines(self) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
+        """The task's simple baselines on the same split and protocol: their metrics, and their per-user
+        test outputs (as :meth:`evaluate` gives them, without ``users``)."""
 
     def describe(self) -> dict:
         """What the manifest records about the task (``type`` first); :meth:`load_head` reads it back."""
@@ -110,8 +114,14 @@ class UserSplit:
 
 
 def split_task_users(users: list[str], config: FinetuneConfig) -> dict[str, list[str]]:
-    """Users split by ``task.split_seed`` (fixed across seeds); ``train_fraction`` keeps a subset of train."""
-    train, valid, test = split_users(users, tuple(config.task.split), seed=config.task.split_seed)
+    """Users split by ``task.split_seed`` (fixed across seeds), or fold ``task.fold`` of ``task.folds``;
+    ``train_fraction`` keeps a subset of train."""
+    task = config.task
+    if task.folds > 1:
+        valid_share = task.split[1] / (task.split[0] + task.split[1])
+        train, valid, test = fold_users(users, task.folds, task.fold, valid_share, seed=task.split_seed)
+    else:
+        train, valid, test = split_users(users, tuple(task.split), seed=task.split_seed)
     fraction = config.task.train_fraction
     if fraction < 1.0:
         keep = max(1, math.ceil(fraction * len(train)))

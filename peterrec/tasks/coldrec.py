@@ -57,6 +57,7 @@ class ColdRecTask(SupervisedTask):
     """Target items are scored by dot product with a new target-item table (the head)."""
 
     kind = "coldrec"
+    baseline_names = ("popularity", "cooccurrence_knn", "cooccurrence_knn_cosine")
 
     def __init__(self, config: FinetuneConfig, base):
         targets_raw = read_target_sequences(config)
@@ -149,9 +150,14 @@ class ColdRecTask(SupervisedTask):
         model.eval()
         ranks = self.rank(model, split, device, batch_size)
         metrics = {self._label(split) + k: v for k, v in ranking_metrics(ranks).items()}
-        return metrics, per_user_ranking_metrics(ranks)
+        return metrics, {"users": self.example_users(split), **per_user_ranking_metrics(ranks)}
 
-    def baselines(self) -> dict[str, dict[str, float]]:
+    def example_users(self, split: str) -> list[str]:
+        """The user of each evaluated example of ``split``, in order."""
+        part = self.splits[split]
+        return [part.users[row] for row in part.rows]
+
+    def baselines(self) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
         train_sources = self.splits["train"].sequences
         args = (train_sources, self.train_targets, self.num_source_items, self.num_target_items)
         scorers = {
@@ -160,13 +166,14 @@ class ColdRecTask(SupervisedTask):
             "cooccurrence_knn": CooccurrenceKNNScorer(*args, normalization="count"),
             "cooccurrence_knn_cosine": CooccurrenceKNNScorer(*args, normalization="cosine"),
         }
-        rows = {}
+        rows, test_values = {}, {}
         for name, scorer in scorers.items():
             rows[name] = {}
             for split in EVAL_SPLITS:
                 ranks = self.rank(lambda inputs, s=scorer: s.scores(as_rows(inputs)), split, "cpu")
                 rows[name].update({self._label(split) + k: v for k, v in ranking_metrics(ranks).items()})
-        return rows
+            test_values[name] = per_user_ranking_metrics(ranks)  # EVAL_SPLITS ends with test
+        return rows, test_values
 
     def describe(self) -> dict:
         return {

@@ -18,7 +18,7 @@ from peterrec.config import FinetuneConfig
 from peterrec.data import left_pad
 from peterrec.data.next_item import load_next_item_data, make_windows
 from peterrec.evaluation.metrics import history_columns, per_user_ranking_metrics
-from peterrec.evaluation.next_item import evaluate_next_item, next_item_baselines
+from peterrec.evaluation.next_item import NEXT_ITEM_BASELINES, evaluate_next_item, next_item_baseline_ranks
 from peterrec.model.heads import NextItemHead
 from peterrec.model.next_item import NextItemModel
 from peterrec.tasks.base import TaskDefaults, input_matrix, top_items
@@ -31,6 +31,7 @@ class NextItemTask(TaskDefaults):
 
     kind = "nextitem"
     default_monitor = "valid/ndcg@10"
+    baseline_names = tuple(NEXT_ITEM_BASELINES)
 
     def __init__(self, config: FinetuneConfig, base):
         self.config = config
@@ -65,8 +66,9 @@ class NextItemTask(TaskDefaults):
         metrics, ranks = evaluate_next_item(scorer.next_item_scores, self.data, split, batch_size, device)
         return metrics, per_user_ranking_metrics(ranks)
 
-    def baselines(self) -> dict[str, dict[str, float]]:
-        return next_item_baselines(self.data, 256)
+    def baselines(self) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
+        rows, test_ranks = next_item_baseline_ranks(self.data, 256)
+        return rows, {name: per_user_ranking_metrics(ranks) for name, ranks in test_ranks.items()}
 
     def describe(self) -> dict:
         return {

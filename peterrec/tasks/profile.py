@@ -31,6 +31,7 @@ class ProfileTask(SupervisedTask):
 
     kind = "profile"
     default_monitor = "valid/accuracy"
+    baseline_names = ("majority", "bag_of_items_lr", "linear_probe", "mean_item_embedding_lr")
 
     def __init__(self, config: FinetuneConfig, base):
         task = config.task
@@ -89,38 +90,55 @@ class ProfileTask(SupervisedTask):
 
     def evaluate(self, model, split: str, device, batch_size: int = 256) -> tuple[dict, dict]:
         probs = self.predict_proba(model, self.splits[split].inputs, device, batch_size)
-        per_user = {"accuracy": per_user_correct(probs, self.splits[split].targets).astype(float)}
-        return self._metrics(probs, split), per_user
+        return self._metrics(probs, split), self.per_user(probs, split)
 
-    def baselines(self) -> dict[str, dict[str, float]]:
+    def per_user(self, probs: np.ndarray, split: str) -> dict:
+        """What a run keeps per test user: the user, the label, the class probabilities and correctness;
+        enough to pool cross-validation folds and bootstrap AUC or macro-F1 over users."""
+        part = self.splits[split]
+        return {
+            "users": list(part.users),
+            "labels": part.targets,
+            "probabilities": probs.round(6),
+            "accuracy": per_user_correct(probs, part.targets),
+        }
+
+    def baselines(self) -> tuple[dict[str, dict[str, float]], dict[str, dict]]:
         """Majority class and bag-of-items LR, and two transfer baselines on the pretrained model: a linear
         probe on frozen user vectors and LR on the mean pretrained item embedding of the whole history.
+        Returns their metrics and their per-user test outputs (as :meth:`per_user`).
 
         The transfer baselines read the backbone as it is: call this before training changes it (the
         finetune command does).
         """
-        train = self.splits["train"]
-        rows = {"majority": {}, "bag_of_items_lr": {}, "linear_probe": {}, "mean_item_embedding_lr": {}}
-        k = len(self.classes)
-        for split in EVAL_SPLITS:
-            part = self.splits[split]
-            rows["majority"].update(self._metrics(majority_class(train.targets, len(part), k), split))
-            probs = bag_of_items_logistic(
+        rows, test_outputs = {}, {}
+        for name in self.baseline_names:
+            rows[name] = {}
+            for split in EVAL_SPLITS:
+                probs = self.baseline_probabilities(name, split)
+                rows[name].update(self._metrics(probs, split))
+            test_outputs[name] = {k: v for k, v in self.per_user(probs, "test").items() if k != "users"}
+        return rows, test_outputs
+
+    def baseline_probabilities(self, name: str, split: str) -> np.ndarray:
+        """(users of ``split``, K) class probabilities of one baseline trained on the training users."""
+        train, part, k = self.splits["train"], self.splits[split], len(self.classes)
+        if name == "majority":
+            return majority_class(train.targets, len(part), k)
+        if name == "bag_of_items_lr":
+            return bag_of_items_logistic(
                 train.sequences, train.targets, part.sequences, self.num_source_items, num_classes=k
             )
-            rows["bag_of_items_lr"].update(self._metrics(probs, split))
-            for name in ("linear_probe", "mean_item_embedding_lr"):
-                train_x, test_x = self.probe_features[name]["train"], self.probe_features[name][split]
-                probs = vector_logistic(train_x, train.targets, test_x, k)
-                rows[name].update(self._metrics(probs, split))
-        return rows
+        features = self.probe_features[name]
+        return vector_logistic(features["train"], train.targets, features[split], k)
 
     def describe(self) -> dict:
         return {**super().describe(), "classes": self.classes, "skipped_users": self.skipped_users}
 
     @classmethod
     def main_metric(cls, columns: list[str]) -> tuple[str, str]:
-        return "test/accuracy", "accuracy"
+        """ROC-AUC for two classes, else macro-F1: accuracy rewards the majority class under imbalance."""
+        return ("test/auc", "auc") if "test/auc" in columns else ("test/macro_f1", "macro_f1")
 
     @classmethod
     def protocol(cls, info: dict) -> str:
