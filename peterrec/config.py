@@ -281,6 +281,8 @@ class StrategyConfig:
     train_norms: TrainNorms = "ln2"
     pooling: Pooling = "auto"
     train_cls: bool = False
+    # pool every layer (item vectors and each block's output), standardised, with learned softmax weights
+    layer_mix: bool = False
     lr: dict[str, float] = positive(default_factory=dict)  # per-strategy learning rate; else train.lr
 
 

@@ -108,7 +108,7 @@ def build_transfer_model(config: FinetuneConfig, manifest: FinetuneManifest, bas
     """The untrained model of a finetune run: backbone + head + the strategy's adapters."""
     s = config.strategy
     head = task_class(manifest.task_type).load_head(manifest.task, base)
-    model = TransferModel(base.backbone, head, pooling=s.pooling, train_cls=s.train_cls)
+    model = TransferModel(base.backbone, head, s.pooling, s.train_cls, s.layer_mix)
     apply_strategy(model, manifest.strategy, seed=manifest.seed, **strategy_kwargs(config))
     return model
 
@@ -268,9 +268,10 @@ class PatchSwitcher:
         # A run without adapters (fine_last*) names its tensors as the unpatched backbone does.
         backbone.load_state_dict({**self.pristine, **to_current_names(backbone, own)})
         s = run["config"].strategy
-        model = TransferModel(backbone, run["head"], pooling=s.pooling, train_cls=s.train_cls)
-        if "cls_embedding" in run["patch"]:
-            model.cls_embedding.data.copy_(run["patch"]["cls_embedding"])
+        model = TransferModel(backbone, run["head"], s.pooling, s.train_cls, s.layer_mix)
+        for name in ("cls_embedding", "layer_weights"):
+            if name in run["patch"]:
+                getattr(model, name).data.copy_(run["patch"][name])
         self.active = name
         return model.eval()
 

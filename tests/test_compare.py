@@ -201,6 +201,7 @@ def test_train_fractions_give_rows_per_fraction(compared, backbone, tmp_path):
         (["--seeds", "0"], "--seeds"),
         (["--plot", "out.jpg"], "--plot"),
         (["--reference", "nobody"], "--reference"),
+        (["--jobs", "0"], "--jobs"),
     ],
 )
 def test_bad_inputs_are_one_line_errors(args, option, tmp_path):
@@ -212,16 +213,8 @@ def test_bad_inputs_are_one_line_errors(args, option, tmp_path):
 
 def test_cross_validation_pools_every_user_and_takes_a_baseline_as_reference(backbone, tmp_path):
     out = tmp_path / "cv"
-    args = [
-        "--strategies",
-        "fine_cls",
-        "--seeds",
-        "1",
-        "--set",
-        "task.folds=3",
-        "--reference",
-        "bag_of_items_lr",
-    ]
+    args = ["--strategies", "fine_cls", "--seeds", "1", "--set", "task.folds=3"]
+    args += ["--reference", "bag_of_items_lr", "--jobs", "2"]  # two folds train at once
     result = invoke(*compare_args(backbone, out, *args))
     assert result.exit_code == 0, result.output
     runs = sorted((out / "runs").iterdir())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import resource
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -151,12 +153,18 @@ def spec_config(config: FinetuneConfig, spec: RunSpec) -> FinetuneConfig:
 
 
 def run_in_process(
-    config: FinetuneConfig, backbone_dir: Path, spec: RunSpec, run_dir: Path, resume: bool = False
+    config: FinetuneConfig,
+    backbone_dir: Path,
+    spec: RunSpec,
+    run_dir: Path,
+    resume: bool = False,
+    threads: int | None = None,
 ) -> None:
     """One finetune in a fresh ``python -m peterrec.commands.compare`` process, so its memory peak is its own.
 
     A subprocess rather than multiprocessing: nothing of the caller (its ``__main__``, its threads) is
     re-imported or inherited. The config travels as YAML, the child's error message back as a file.
+    ``threads``: the child's intra-op threads (``OMP_NUM_THREADS``); None leaves torch's default.
     """
     level = logging.getLogger("peterrec").getEffectiveLevel()
     with tempfile.TemporaryDirectory(prefix="peterrec-compare-") as tmp:
@@ -173,7 +181,9 @@ def run_in_process(
             error_path,
             int(resume),
         ]
-        rc = subprocess.run([sys.executable, "-m", "peterrec.commands.compare", *map(str, args)]).returncode
+        env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        command = [sys.executable, "-m", "peterrec.commands.compare", *map(str, args)]
+        rc = subprocess.run(command, env=env).returncode
         if rc != 0:
             raise PeterRecError(child_failure(run_dir, rc, error_path))
 
@@ -237,7 +247,9 @@ def backbone_sha(backbone_dir: Path) -> str:
     return read_manifest(backbone_dir).sha256.get(WEIGHTS_FILE, "")
 
 
-def ensure_run(config: FinetuneConfig, backbone_dir: Path, spec: RunSpec, run_dir: Path) -> RunRecord:
+def ensure_run(
+    config: FinetuneConfig, backbone_dir: Path, spec: RunSpec, run_dir: Path, threads: int | None = None
+) -> RunRecord:
     """Reuse a finished run made from the same config and backbone; otherwise run it afresh."""
     config = spec_config(config, spec)
     expected = dump_config(
@@ -255,12 +267,34 @@ def ensure_run(config: FinetuneConfig, backbone_dir: Path, spec: RunSpec, run_di
     else:
         resume = interrupted_run(ckpt.partial_dir(run_dir))
         logger.info("%s %s", "resuming" if resume else "finetuning", spec.name())
-        run_in_process(config, backbone_dir, spec, run_dir, resume)
+        run_in_process(config, backbone_dir, spec, run_dir, resume, threads)
         manifest = read_manifest(run_dir)
     per_user = json.loads((run_dir / PER_USER_FILE).read_text(encoding="utf-8"))
     usage_path = run_dir / USAGE_FILE
     usage = json.loads(usage_path.read_text(encoding="utf-8")) if usage_path.is_file() else {}
     return RunRecord(spec, run_dir, manifest, per_user, usage)
+
+
+def ensure_runs(
+    config: FinetuneConfig, backbone_dir: Path, specs: list[RunSpec], runs_dir: Path, jobs: int = 1
+) -> list[RunRecord]:
+    """:func:`ensure_run` for every spec, ``jobs`` at a time; records in the order of ``specs``."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs: need at least 1, got {jobs}")
+    if jobs == 1:
+        return [ensure_run(config, backbone_dir, spec, runs_dir / spec.name()) for spec in specs]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads that wait on the run processes
+        futures = [
+            pool.submit(ensure_run, config, backbone_dir, spec, runs_dir / spec.name(), threads)
+            for spec in specs
+        ]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()  # runs not started yet; the ones running finish (and are reused later)
+            raise
 
 
 # ---------------------------------------------------------------------------------------- summarising
@@ -484,6 +518,7 @@ def run_compare(
     out: str | Path | None = None,
     plot: str | Path | None = None,
     reference: str = REFERENCE,
+    jobs: int = 1,
 ) -> CompareResult:
     """Finetune every strategy x seed x fraction (x lr) in its own process; write and return the table.
 
@@ -491,6 +526,8 @@ def run_compare(
     ``<out>/runs/<strategy>-f<fraction>-s<seed>[-lr<lr>]``; finished ones with a matching config are reused.
     Paired confidence intervals compare every row with the ``reference`` row: a strategy or a baseline.
     With ``task.folds: K`` every run is repeated for each fold and the folds' test users are pooled.
+    ``jobs``: how many runs train at once, the CPU cores shared out among them (their timings then include
+    the contention).
     """
     parse_strategies(",".join(strategies))  # the command line's checks, for Python callers too
     parse_float_list(",".join(map(str, train_fractions)), "--train-fraction", upper=1.0)
@@ -505,14 +542,15 @@ def run_compare(
     lrs = list(lr_grid) if lr_grid else [None]
     folds = list(range(config.task.folds)) if config.task.folds > 1 else [None]
     check_reference(reference, strategies, config.task.type)
-    records = []
-    for fraction in train_fractions:
-        for strategy in strategies:
-            for lr in lrs:
-                for seed in seed_list:
-                    for fold in folds:
-                        spec = RunSpec(strategy, fraction, seed, lr, fold)
-                        records.append(ensure_run(config, backbone_dir, spec, out / "runs" / spec.name()))
+    specs = [
+        RunSpec(strategy, fraction, seed, lr, fold)
+        for fraction in train_fractions
+        for strategy in strategies
+        for lr in lrs
+        for seed in seed_list
+        for fold in folds
+    ]
+    records = ensure_runs(config, backbone_dir, specs, out / "runs", jobs)
     monitor = resolve_monitor(config)
     rows = build_rows(records, list(strategies), list(train_fractions), monitor, reference)
     columns = primary_columns(records[0].manifest.metrics)
@@ -534,6 +572,9 @@ def run_compare(
 @click.option("--seeds", type=int, default=3, show_default=True, help="Seeds per run (train.seed, +1, ...).")
 @click.option("--train-fraction", "train_fractions", default="1.0", show_default=True, help="e.g. 0.1,1.0")
 @click.option("--lr-grid", default=None, help="e.g. 1e-3,3e-4: pick each strategy's lr on validation.")
+@click.option(
+    "--jobs", type=int, default=1, show_default=True, help="Runs trained at once (CPU cores shared out)."
+)
 @set_option
 @click.option("--out", type=click.Path(), default=None, help="Default checkpoints/compare-<config>-<task>.")
 @click.option("--plot", type=click.Path(), default=None, help="Also draw the main metric to this PNG.")
@@ -543,7 +584,7 @@ def run_compare(
     help=f"The row the paired CIs compare with: a strategy or a baseline (default {REFERENCE}, when run).",
 )
 def command(
-    config_path, backbone, strategies, seeds, train_fractions, lr_grid, overrides, out, plot, reference
+    config_path, backbone, strategies, seeds, train_fractions, lr_grid, jobs, overrides, out, plot, reference
 ) -> None:
     """Finetune several strategies x seeds (x train fractions), each in its own process; one table."""
     names = parse_strategies(strategies)
@@ -553,7 +594,11 @@ def command(
         raise ConfigError(f"--seeds: need at least 1, got {seeds}")
     config = load_config(FinetuneConfig, config_path, list(overrides))
     out = out or str(Path("checkpoints") / f"compare-{Path(config_path).stem}-{config.task.type}")
-    result = run_compare(config, backbone, names, seeds, fractions, grid, out, plot, reference or REFERENCE)
+    if jobs < 1:
+        raise ConfigError(f"--jobs: need at least 1, got {jobs}")
+    result = run_compare(
+        config, backbone, names, seeds, fractions, grid, out, plot, reference or REFERENCE, jobs
+    )
     click.echo(result.table)
     click.echo(f"\nwrote {result.out}/results.md, results.csv, results.json" + (f", {plot}" if plot else ""))
 

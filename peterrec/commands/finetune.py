@@ -91,7 +91,7 @@ def run_finetune(
     name, s = config.strategy.name, config.strategy
     # The baselines read the pretrained backbone: before any strategy patches or re-initialises it.
     baselines, baseline_test = distributed.on_main(task.baselines)
-    model = transfer_model(base.backbone, task.make_head(base), s.pooling, s.train_cls)
+    model = transfer_model(base.backbone, task.make_head(base), s)
     report = apply_strategy(model, name, seed=config.train.seed, **strategy_kwargs(config))
     model.to(device)
     logger.info("%s: %s", name, report)

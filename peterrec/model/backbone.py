@@ -110,14 +110,25 @@ class NextItNet(nn.Module):
 
     def forward(self, seqs: torch.Tensor, cls_vector: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states (B, L, C) of left-padded ids (B, L); ``cls_vector`` stands in for [CLS] if given."""
+        return self.layer_states(seqs, cls_vector, keep_all=False)[-1]
+
+    def layer_states(
+        self, seqs: torch.Tensor, cls_vector: torch.Tensor | None = None, keep_all: bool = True
+    ) -> list[torch.Tensor]:
+        """The states (B, L, C) of every layer: the item vectors (after input adapters) and the output of
+        each residual block, the last being :meth:`forward`'s. ``keep_all=False``: the last one only."""
         x = self.item_encoder(seqs, cls_vector)
         keep = self.item_encoder.padding_mask(seqs, x.dtype)
         x = mask_padding(x, keep)
         for adapter in self.input_adapters:
             x, keep = adapter(x, keep)
+        length = seqs.shape[1]  # input adapters may have added positions (prompts) before the items
+        states = [x[:, -length:]] if keep_all else []
         for block in self.blocks:
             x = block(x, keep)
-        return x[:, -seqs.shape[1] :]  # input adapters may have added positions (prompts) before the items
+            if keep_all:
+                states.append(x[:, -length:])
+        return states if keep_all else [x[:, -length:]]
 
     def fresh(self) -> NextItNet:
         """A newly initialised backbone of the same shape and item encoder kind (global RNG, as built)."""

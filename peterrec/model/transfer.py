@@ -16,7 +16,8 @@ does is one row of :data:`STRATEGY_PLANS`:
 | ``scratch``    | everything                                          | random (seeded)            |
 | ``adapter``    | the configured adapter kind + head (no LayerNorms)  | pretrained, frozen         |
 
-A trainable [CLS] embedding (``train_cls=True``) is trained by every strategy.
+A trainable [CLS] embedding (``train_cls=True``) and the layer mix (``layer_mix=True``) are trained by every
+strategy.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from peterrec.choices import STRATEGIES, Pooling, Strategy, TrainNorms, check_choice
@@ -75,10 +77,22 @@ class TransferModel(nn.Module):
     The [CLS] vector is the item encoder's [CLS] row. With ``train_cls=True`` the model owns a separate
     parameter ``cls_embedding`` (C,), initialised from that row and handed to the item encoder in its
     place, so the backbone's row is never changed by training [CLS].
+
+    ``layer_mix=True`` pools every layer, not only the top one: the item vectors and each residual block's
+    output are pooled alike, each pooled vector is standardised (a LayerNorm without parameters: the layers
+    differ in scale by orders of magnitude) and the user vector is their weighted sum, the weights a softmax
+    of ``layer_weights`` (one per layer, zeros at init: the plain average). Trained by every strategy, like
+    the head: it lets a frozen backbone's task choose how much item identity (the bottom layer) and how
+    much sequence context (the top) it reads. An ELMo-style scalar mix.
     """
 
     def __init__(
-        self, backbone: NextItNet, head: nn.Module, pooling: Pooling = "auto", train_cls: bool = False
+        self,
+        backbone: NextItNet,
+        head: nn.Module,
+        pooling: Pooling = "auto",
+        train_cls: bool = False,
+        layer_mix: bool = False,
     ):
         super().__init__()
         check_choice("pooling", pooling, Pooling)
@@ -93,6 +107,9 @@ class TransferModel(nn.Module):
         self.cls_embedding: nn.Parameter | None = None
         if train_cls:
             self.cls_embedding = nn.Parameter(backbone.item_encoder.cls_row())
+        self.layer_weights: nn.Parameter | None = None
+        if layer_mix:
+            self.layer_weights = nn.Parameter(torch.zeros(len(backbone.blocks) + 1))
 
     def forward(self, seqs: torch.Tensor) -> torch.Tensor:
         """Head outputs for left-padded item sequences (B, L), e.g. class logits or item scores."""
@@ -109,8 +126,19 @@ class TransferModel(nn.Module):
         if self.pooling == "cls_end":
             cls = torch.full((len(seqs), 1), CLS, dtype=seqs.dtype, device=seqs.device)
             # Appending on the right keeps the padding on the left, where the backbone expects it.
-            return self.backbone(torch.cat([seqs, cls], dim=1), self.cls_embedding)[:, -1]
-        hidden = self.backbone(seqs, self.cls_embedding)
+            seqs = torch.cat([seqs, cls], dim=1)
+        if self.layer_weights is None:
+            return self._pool(self.backbone(seqs, self.cls_embedding), seqs)
+        states = self.backbone.layer_states(seqs, self.cls_embedding)
+        pooled = torch.stack([self._pool(state, seqs) for state in states], dim=1)  # (B, layers, C)
+        pooled = F.layer_norm(pooled, pooled.shape[-1:])
+        weights = torch.softmax(self.layer_weights, dim=0).to(pooled.dtype)
+        return torch.einsum("blc,l->bc", pooled, weights)
+
+    def _pool(self, hidden: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
+        """(B, L, C) hidden states of ``seqs`` -> (B, C) as ``self.pooling`` says."""
+        if self.pooling == "cls_end":
+            return hidden[:, -1]
         real = seqs != PAD
         if self.pooling == "mean":
             weights = real.unsqueeze(-1).to(hidden.dtype)
@@ -138,7 +166,10 @@ class TransferModel(nn.Module):
         return sums / counts.to(sums.dtype)
 
     def extra_repr(self) -> str:
-        return f"pooling={self.pooling!r}, train_cls={self.cls_embedding is not None}"
+        return (
+            f"pooling={self.pooling!r}, train_cls={self.cls_embedding is not None}, "
+            f"layer_mix={self.layer_weights is not None}"
+        )
 
 
 @dataclass
@@ -155,7 +186,8 @@ class StrategyReport:
     total: int
     stored: int
     adapters: list[dict] = field(default_factory=list)
-    head: int = 0  # trainable parameters of the head (and a trainable [CLS]); the rest are the backbone's
+    head: int = 0  # trainable parameters of the head (and a trainable [CLS], the layer mix); the rest adapt
+    # the backbone
 
     @property
     def percent(self) -> float:
@@ -208,7 +240,7 @@ def apply_strategy(
         tensor.requires_grad_(True)
     trainable = count_parameters(model, trainable_only=True)
     head = count_parameters(model.head, trainable_only=True)
-    head += model.cls_embedding.numel() if model.cls_embedding is not None else 0
+    head += sum(p.numel() for p in (model.cls_embedding, model.layer_weights) if p is not None)
     return StrategyReport(
         strategy,
         trainable=trainable,
@@ -220,10 +252,9 @@ def apply_strategy(
 
 
 def _declared_trainable(model: TransferModel) -> list[nn.Parameter]:
-    """The head, a trainable [CLS] and every tensor an adapter declared."""
+    """The head, a trainable [CLS], the layer mix and every tensor an adapter declared."""
     tensors = list(model.head.parameters())
-    if model.cls_embedding is not None:
-        tensors.append(model.cls_embedding)
+    tensors += [p for p in (model.cls_embedding, model.layer_weights) if p is not None]
     for adapter in adapters_of(model):
         tensors += [model.backbone.get_parameter(name) for name in adapter.trainable_names]
     return tensors

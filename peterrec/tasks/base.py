@@ -153,10 +153,11 @@ def encode_sources(
     return encoded
 
 
-def transfer_model(backbone, head: nn.Module, pooling: str, train_cls: bool = False) -> TransferModel:
-    """A :class:`TransferModel` for a config's pooling; one this backbone cannot use is a config error."""
+def transfer_model(backbone, head: nn.Module, strategy) -> TransferModel:
+    """A :class:`TransferModel` as a config's ``strategy`` section says (pooling, trainable [CLS], layer
+    mix); a pooling this backbone cannot use is a config error."""
     try:
-        return TransferModel(backbone, head, pooling, train_cls)
+        return TransferModel(backbone, head, strategy.pooling, strategy.train_cls, strategy.layer_mix)
     except ValueError as exc:  # e.g. first_last on a causal backbone
         raise ConfigError(f"strategy.pooling: {exc}") from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterator
 
@@ -59,7 +60,8 @@ class ProfileTask(SupervisedTask):
             self.class_weights = torch.as_tensor(balanced, dtype=torch.float32)
         # The linear probe reads frozen user vectors; its model is built now, so a pooling the backbone
         # cannot use is refused before anything runs.
-        self.probe = transfer_model(base.backbone, torch.nn.Identity(), config.strategy.pooling)
+        probe_strategy = dataclasses.replace(config.strategy, train_cls=False)
+        self.probe = transfer_model(base.backbone, torch.nn.Identity(), probe_strategy)
         super().__init__(splits, config.train.batch_size)
 
     @functools.cached_property
