@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The whole MovieLens-100K transfer study of docs/results.md, end to end, on CPU.
-# Usage: bash scripts/ml100k_study.sh [OUT]   (default runs/ml100k-study; finished runs are reused)
-# Steps: fetch ML-100K (not redistributed) -> build tasks -> pretrain 3 backbones -> compare all strategies
-# on gender, age, occupation and genre cold start -> insertion variants -> label efficiency.
+# Usage: bash scripts/ml100k_study.sh [OUT] [PART]   (default runs/ml100k-study, all; finished runs are reused)
+#   PART: all | profiles (gender, age, occupation: tables, ablations, label efficiency) | coldrec
+# Steps: fetch ML-100K (not redistributed) -> build tasks -> pretrain the backbones -> compare all strategies
+# on gender, age, occupation (5-fold cross-validation over users) and genre cold start -> profile ablations
+# -> insertion variants (cold start) -> label efficiency.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/ml100k-study}
+PART=${2:-all}
 mkdir -p "$OUT"
 LOG="$OUT/timings.tsv"
 Q=(--set train.progress=false)
@@ -22,37 +25,43 @@ pretrain() {  # pretrain CONFIG DIR (skipped when DIR is already a finished run)
   [ -f "$2/manifest.json" ] || step "pretrain $(basename "$2")" peterrec pretrain -c "$1" --out "$2" "${Q[@]}"
 }
 
+compare() {  # compare TASK BACKBONE ARGS...: every strategy x 3 seeds, two runs at a time
+  local task=$1 backbone=$2; shift 2
+  step "compare $task $*" peterrec compare -c "configs/finetune/ml100k_$task.yaml" --backbone "$backbone" \
+    --seeds 3 --jobs 2 "${Q[@]}" "$@"
+}
+
 [ -f data/external/ml-100k/ml-100k.inter ] || ../shared/data/get-movielens.sh ml-100k data/external
 step "build tasks" peterrec data movielens --input data/external/ml-100k --out data/external/ml100k-tasks
 
-pretrain configs/pretrain/ml100k_autoregressive.yaml "$OUT/backbone-all"
-pretrain configs/pretrain/ml100k_masked.yaml "$OUT/backbone-all-masked"
-pretrain configs/pretrain/ml100k_source_autoregressive.yaml "$OUT/backbone-source"
+if [ "$PART" != coldrec ]; then
+  pretrain configs/pretrain/ml100k_autoregressive.yaml "$OUT/backbone-all"
+  # 1. all seven strategies; the configs run 5-fold cross-validation, so each table rests on all 943 users
+  for task in gender age occupation; do
+    compare $task "$OUT/backbone-all" --strategies all --out "$OUT/$task" --plot "$OUT/$task.png"
+    cp "$OUT/$task/results.md" "$OUT/$task-strategies.md"
+  done
+  # 2. ablations: each new option changed alone (peterrec and fine_all, seed 0, the same 5 folds)
+  step "ablations gender age" python scripts/profile_ablations.py "$OUT" gender age
+  # 3. label efficiency on gender (the fraction-1.0 runs of step 1 are reused)
+  compare gender "$OUT/backbone-all" --strategies peterrec,fine_all,fine_cls --train-fraction 0.1,0.3,1.0 \
+    --out "$OUT/gender" --plot "$OUT/gender-fractions.png"
+  cp "$OUT/gender/results.md" "$OUT/gender-fractions.md"
+fi
 
-backbone_of() { [ "$1" = coldrec ] && echo "$OUT/backbone-source" || echo "$OUT/backbone-all"; }
-
-# 1. all seven strategies, 3 seeds, simple baselines as rows
-for task in gender age occupation coldrec; do
-  step "compare $task" peterrec compare -c "configs/finetune/ml100k_$task.yaml" --backbone "$(backbone_of $task)" \
-    --strategies all --seeds 3 --out "$OUT/$task" --plot "$OUT/$task.png" "${Q[@]}"
-  cp "$OUT/$task/results.md" "$OUT/$task-strategies.md"
-done
-
-# 2. where the patch goes: serial (above), parallel, parallel with the original's skip, one per block
-for task in gender coldrec; do
+if [ "$PART" != profiles ]; then
+  pretrain configs/pretrain/ml100k_masked.yaml "$OUT/backbone-all-masked"
+  pretrain configs/pretrain/ml100k_source_autoregressive.yaml "$OUT/backbone-source"
+  compare coldrec "$OUT/backbone-source" --strategies all --out "$OUT/coldrec" --plot "$OUT/coldrec.png"
+  cp "$OUT/coldrec/results.md" "$OUT/coldrec-strategies.md"
+  # where the patch goes: serial (above), parallel, parallel with the original's skip, one per block
   for variant in "parallel residual" "parallel original" "block_parallel residual"; do
     set -- $variant
-    step "insertion $task $1-$2" peterrec compare -c "configs/finetune/ml100k_$task.yaml" \
-      --backbone "$(backbone_of $task)" --strategies peterrec --seeds 3 --out "$OUT/$task-$1-$2" "${Q[@]}" \
+    compare coldrec "$OUT/backbone-source" --strategies peterrec --out "$OUT/coldrec-$1-$2" \
       --set adapter.insertion="$1" --set adapter.parallel_form="$2"
   done
-done
-
-# 3. label efficiency: fewer training users (the fraction-1.0 runs of step 1 are reused)
-for task in gender coldrec; do
-  step "fractions $task" peterrec compare -c "configs/finetune/ml100k_$task.yaml" --backbone "$(backbone_of $task)" \
-    --strategies peterrec,fine_all,fine_cls --seeds 3 --train-fraction 0.1,0.3,1.0 --out "$OUT/$task" \
-    --plot "$OUT/$task-fractions.png" "${Q[@]}"
-  cp "$OUT/$task/results.md" "$OUT/$task-fractions.md"
-done
+  compare coldrec "$OUT/backbone-source" --strategies peterrec,fine_all,fine_cls --train-fraction 0.1,0.3,1.0 \
+    --out "$OUT/coldrec" --plot "$OUT/coldrec-fractions.png"
+  cp "$OUT/coldrec/results.md" "$OUT/coldrec-fractions.md"
+fi
 echo "done; wall times per step in $LOG"

@@ -1,0 +1,95 @@
+"""Ablations of the profile-prediction options on ML-100K (docs/results.md): each option changed alone.
+
+Usage: python scripts/profile_ablations.py OUT TASK [TASK ...]   (run by scripts/ml100k_study.sh)
+
+For each task (gender, age) and each variant, ``peterrec compare`` runs peterrec and fine_all with seed 0 on
+the five folds of the shipped config with that one option changed; the default row is the main table's seed-0
+runs (reused). Every variant is compared with the default on the same users (paired bootstrap over users of
+the task's main metric) and written to OUT/ablations-TASK.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from peterrec.commands.compare import main_metric, pooled_by_seed, run_compare
+from peterrec.config import FinetuneConfig, load_config
+from peterrec.evaluation.user_results import paired_bootstrap_metric_ci
+from peterrec.reporting import markdown_table, primary_columns
+
+ROOT = Path(__file__).resolve().parents[1]
+STRATEGIES = ("peterrec", "fine_all")
+QUIET = ["train.progress=false"]
+# name -> (what changes, config overrides); the longest ML-100K history has 737 clicks
+VARIANTS = {
+    "default": ("the shipped config", []),
+    "history-full": ("task.history: full (windows of 49, vectors averaged)", ["task.history=full"]),
+    "one-long-window": ("one window of 799 clicks, mean pooling", ["data.max_len=800"]),
+    "pooling-cls_end": ("strategy.pooling: cls_end", ["strategy.pooling=cls_end"]),
+    "no-layer-mix": ("strategy.layer_mix: false (top layer only)", ["strategy.layer_mix=false"]),
+    "stop-on-accuracy": ("train.monitor: valid/accuracy", ["train.monitor=valid/accuracy"]),
+    "class-weights": ("task.class_weights: balanced", ["task.class_weights=balanced"]),
+}
+# the costly one (16x longer inputs) goes last, so that an interrupted study has the others
+ORDER = ["default", "no-layer-mix", "pooling-cls_end", "stop-on-accuracy", "class-weights", "history-full"]
+ORDER += ["one-long-window"]
+
+
+def ablate(out: Path, task: str, variants: list[str]) -> str:
+    config_path = ROOT / "configs" / "finetune" / f"ml100k_{task}.yaml"
+    backbone = out / "backbone-all"
+    results = {}
+    for name in variants:
+        overrides = [*QUIET, *VARIANTS[name][1]]
+        where = out / task if name == "default" else out / f"{task}-ablation-{name}"
+        config = load_config(FinetuneConfig, config_path, overrides)
+        results[name] = run_compare(config, backbone, STRATEGIES, [0], out=where, jobs=2)
+    records = results["default"].records
+    columns = primary_columns(records[0].manifest.metrics)
+    main, key = main_metric(records[0].manifest, columns)
+    rows = []
+    for strategy in STRATEGIES:
+        default = pooled_by_seed([r for r in records if r.spec.strategy == strategy])
+        for name in variants:
+            runs = [r for r in results[name].records if r.spec.strategy == strategy]
+            pooled = pooled_by_seed(runs)
+            value = pooled[0].summary()[key]
+            ci = "reference"
+            if name != "default":
+                diff, low, high = paired_bootstrap_metric_ci(pooled, default, key)
+                ci = f"{diff:+.4f} [{low:+.4f}, {high:+.4f}]"
+            seconds = np.mean([r.manifest.seconds_per_epoch or 0.0 for r in runs])
+            rss = np.mean([r.usage.get("peak_rss_mb") or 0.0 for r in runs])
+            epochs = np.mean([r.manifest.best_epoch for r in runs])
+            rows.append(
+                [strategy, VARIANTS[name][0], value, ci, f"{epochs:.1f}", f"{seconds:.2f}", f"{rss:.0f}"]
+            )
+    header = [
+        "strategy",
+        "variant",
+        main,
+        f"Δ {main} vs default (95% CI)",
+        "best epoch",
+        "s/epoch",
+        "peak RSS MB",
+    ]
+    note = (
+        f"Seed 0, 5-fold cross-validation over all {len(default[0])} users (predictions pooled over folds); "
+        "one option changed at a time from the shipped config; CI = paired bootstrap over users."
+    )
+    return f"{markdown_table(header, rows)}\n\n{note}\n"
+
+
+def main(argv: list[str]) -> None:
+    out, tasks = Path(argv[0]), argv[1:]
+    for task in tasks:
+        text = ablate(out, task, ORDER)
+        (out / f"ablations-{task}.md").write_text(text, encoding="utf-8")
+        print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
