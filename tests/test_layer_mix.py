@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,7 @@ from peterrec.config import FinetuneConfig, load_config
 from peterrec.model.backbone import NextItNet
 from peterrec.model.transfer import TransferModel, apply_strategy
 from peterrec.runs import load_backbone, load_run
+from peterrec.tasks.base import model_batch
 from peterrec.tokens import PAD
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "v0.1.0"
@@ -62,3 +64,18 @@ def test_a_finetuned_mix_is_saved_and_restored(tmp_path):
     base = load_backbone(FIXTURES / "backbone")
     frozen = base.backbone.state_dict()
     assert all(torch.equal(frozen[k], v) for k, v in run.model.backbone.state_dict().items() if k in frozen)
+
+
+@pytest.mark.parametrize(("pooling", "layer_mix"), [("cls_end", False), ("mean", True), ("cls_end", True)])
+def test_dropping_shared_padding_columns_changes_no_user_vector(pooling, layer_mix):
+    torch.manual_seed(0)
+    model = TransferModel(
+        NextItNet(30, 8, (1, 2, 4)), torch.nn.Identity(), pooling, layer_mix=layer_mix
+    ).eval()
+    padded = np.zeros((2, 40), dtype=np.int64)
+    padded[0, -3:], padded[1, -5:] = [5, 9, 7], [4, 8, 6, 10, 11]
+    trimmed = model_batch(padded, "cpu")
+    assert trimmed.shape == (2, 5)
+    with torch.no_grad():
+        full = model.user_representation(torch.as_tensor(padded))
+        assert torch.allclose(model.user_representation(trimmed), full, atol=1e-6)

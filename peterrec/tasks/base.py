@@ -24,6 +24,7 @@ from torch import nn
 from peterrec.config import FinetuneConfig
 from peterrec.data import fold_users, left_pad, split_users
 from peterrec.data.next_item import read_user_sequences
+from peterrec.data.sequences import trim_shared_padding
 from peterrec.errors import ConfigError
 from peterrec.model.transfer import TransferModel
 from peterrec.tokens import NUM_SPECIAL_TOKENS, PAD
@@ -189,6 +190,13 @@ def input_matrix(sequences: list[np.ndarray], max_len: int, history: str = "rece
     return out
 
 
+def model_batch(inputs: np.ndarray, device) -> torch.Tensor:
+    """Left-padded model inputs (B, L) as a tensor without the [PAD] columns every row shares; windows
+    (B, W, L) as they are."""
+    batch = torch.as_tensor(inputs, device=device)
+    return trim_shared_padding(batch) if batch.dim() == 2 else batch
+
+
 def as_rows(inputs: torch.Tensor) -> torch.Tensor:
     """(B, L) as it is; windows (B, W, L) as one left-padded row per user (B, W·L), for simple baselines."""
     return inputs.reshape(len(inputs), -1) if inputs.dim() == 3 else inputs
@@ -257,8 +265,10 @@ class SupervisedTask(TaskDefaults):
         return len(targets)
 
     def batch(self, split: str, indices: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) of examples ``indices``; [PAD] columns shared by every row are dropped (exact:
+        [PAD] positions are zero at every layer), so a long window costs what its longest row needs."""
         part = self.splits[split]
-        inputs = torch.as_tensor(part.inputs[part.rows[indices]], device=device)
+        inputs = model_batch(part.inputs[part.rows[indices]], device)
         return inputs, torch.as_tensor(part.targets[indices], device=device)
 
     def describe(self) -> dict:

@@ -22,6 +22,7 @@ from peterrec.tasks.base import (
     UserSplit,
     encode_sources,
     input_matrix,
+    model_batch,
     split_task_users,
     transfer_model,
 )
@@ -81,7 +82,7 @@ class ProfileTask(SupervisedTask):
         model.eval()
         out = []
         for start in range(0, len(inputs), batch_size):
-            batch = torch.as_tensor(inputs[start : start + batch_size], device=device)
+            batch = model_batch(inputs[start : start + batch_size], device)
             out.append(torch.softmax(model(batch).float(), dim=-1).cpu())
         return torch.cat(out).numpy()
 
