@@ -134,7 +134,8 @@ def write_outputs(out: Path, text: str, rows: list[dict], columns: list[str]) ->
 
 
 def plot_results(rows: list[dict], main: str, fractions: list[float], path: Path) -> Path:
-    """Main metric (mean ± std) per strategy against train fraction, or bars for one fraction."""
+    """Main metric (mean ± std) per strategy against train fraction, or bars for one fraction; the simple
+    baselines as dashed lines."""
     try:
         import matplotlib
     except ImportError:
@@ -151,11 +152,19 @@ def plot_results(rows: list[dict], main: str, fractions: list[float], path: Path
         else:
             x = [r["train_fraction"] for r in mine]
             ax.errorbar(x, mean, yerr=std, marker="o", capsize=3, label=name)
+    for name in dict.fromkeys(r["method"] for r in rows if r.get("baseline")):
+        mine = [r for r in rows if r["method"] == name and main in r["metrics"]]
+        values = [r["metrics"][main]["mean"] for r in mine]
+        if len(fractions) == 1 and values:
+            ax.axhline(values[0], linestyle="--", linewidth=1, color=f"C{len(ax.lines) % 10}", label=name)
+        elif values:
+            ax.plot([r["train_fraction"] for r in mine], values, linestyle="--", marker=".", label=name)
     if len(fractions) == 1:
         ax.tick_params(axis="x", rotation=30)
     else:
         ax.set_xlabel("train fraction")
-        ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
     ax.set_ylabel(f"{main} (mean ± std over seeds)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
