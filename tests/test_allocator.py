@@ -44,9 +44,12 @@ def test_tuning_cuts_the_page_faults_of_a_training_step():
     tuned_faults, tuned_applied = _step_faults(default_malloc=False)
     assert (default_applied, tuned_applied) == ("False", "True")
     # Typically ~23,000 faults by default and a few hundred tuned. glibc's own dynamic mmap threshold
-    # sometimes settles early in the default run too (once seen at ~1,000 under a loaded test suite), so
-    # the bound is on the tuned run, plus that tuning never does worse.
-    assert tuned_faults < 3000 and tuned_faults <= default_faults, (tuned_faults, default_faults)
+    # sometimes settles early in the default run too (seen at ~1,000 under a loaded machine, with the tuned
+    # run then at about the same), so the bound is on the tuned run; the 3x cut is checked where the default
+    # run shows the problem it fixes.
+    assert tuned_faults < 3000, (tuned_faults, default_faults)
+    if default_faults > 5000:
+        assert tuned_faults < default_faults / 3, (tuned_faults, default_faults)
 
 
 def test_switched_off_by_the_environment(monkeypatch):
