@@ -41,8 +41,13 @@ if [ "$PART" != coldrec ]; then
     compare $task "$OUT/backbone-all" --strategies all --out "$OUT/$task" --plot "$OUT/$task.png"
     cp "$OUT/$task/results.md" "$OUT/$task-strategies.md"
   done
-  # 2. ablations: each new option changed alone (peterrec and fine_all, seed 0, the same 5 folds)
+  # 2. ablations: each new option changed alone (peterrec and fine_all, seed 0, the same 5 folds), and the
+  #    one long window (max_len 800) with more seeds and on age
+  LONG=(--set data.max_len=800)
   step "ablations gender age" python scripts/profile_ablations.py "$OUT" gender age
+  compare gender "$OUT/backbone-all" --strategies fine_all --out "$OUT/gender-ablation-one-long-window" "${LONG[@]}"
+  compare age "$OUT/backbone-all" --strategies peterrec,fine_all --seeds 1 --out "$OUT/age-ablation-one-long-window" \
+    "${LONG[@]}"
   # 3. label efficiency on gender (the fraction-1.0 runs of step 1 are reused)
   compare gender "$OUT/backbone-all" --strategies peterrec,fine_all,fine_cls --train-fraction 0.1,0.3,1.0 \
     --out "$OUT/gender" --plot "$OUT/gender-fractions.png"

@@ -83,43 +83,11 @@ def ablate(out: Path, task: str, variants: list[str]) -> str:
     return f"{markdown_table(header, rows)}\n\n{note}\n"
 
 
-LR_GRID = (3e-4, 1e-3, 3e-3)
-
-
-def lr_grid(out: Path, task: str) -> str:
-    """``compare --lr-grid`` on the shipped config: every lr's validation score and pooled test metric, and
-    the lr that validation picks per strategy (the test users play no part in the choice)."""
-    config = load_config(FinetuneConfig, ROOT / "configs" / "finetune" / f"ml100k_{task}.yaml", QUIET)
-    result = run_compare(
-        config, out / "backbone-all", STRATEGIES, [0], lr_grid=LR_GRID, out=out / f"{task}-lr-grid"
-    )
-    columns = primary_columns(result.records[0].manifest.metrics)
-    main, key = main_metric(result.records[0].manifest, columns)
-    monitor = config.train.monitor
-    picked = {row["method"]: row["lr"] for row in result.rows if not row.get("baseline")}
-    rows = []
-    for strategy in STRATEGIES:
-        for lr in LR_GRID:
-            runs = [r for r in result.records if r.spec.strategy == strategy and r.spec.lr == lr]
-            valid = np.mean([r.manifest.metrics[monitor] for r in runs])
-            test = pooled_by_seed(runs)[0].summary()[key]
-            rows.append(
-                [strategy, f"{lr:g}", f"{valid:.4f}", test, "picked" if picked[strategy] == lr else ""]
-            )
-    header = ["strategy", "lr", f"mean {monitor} over folds", f"pooled {main}", "validation's choice"]
-    note = "Seed 0, 5-fold cross-validation; the lr is picked on the mean validation score alone."
-    return f"{markdown_table(header, rows)}\n\n{note}\n"
-
-
 def main(argv: list[str]) -> None:
     out, tasks = Path(argv[0]), argv[1:]
     for task in tasks:
         text = ablate(out, task, ORDER + LONG.get(task, []))
         (out / f"ablations-{task}.md").write_text(text, encoding="utf-8")
-        print(text, flush=True)
-    for task in tasks:
-        text = lr_grid(out, task)
-        (out / f"lr-grid-{task}.md").write_text(text, encoding="utf-8")
         print(text, flush=True)
 
 
