@@ -48,6 +48,11 @@ if [ "$PART" != coldrec ]; then
   compare gender "$OUT/backbone-all" --strategies fine_all --out "$OUT/gender-ablation-one-long-window" "${LONG[@]}"
   compare age "$OUT/backbone-all" --strategies peterrec,fine_all --seeds 1 --out "$OUT/age-ablation-one-long-window" \
     "${LONG[@]}"
+  # the learning rate picked on validation
+  for task in gender age; do
+    compare $task "$OUT/backbone-all" --strategies peterrec,fine_all --seeds 1 --lr-grid 3e-4,1e-3,3e-3 \
+      --out "$OUT/$task-lr-grid"
+  done
   # 3. label efficiency on gender (the fraction-1.0 runs of step 1 are reused)
   compare gender "$OUT/backbone-all" --strategies peterrec,fine_all,fine_cls --train-fraction 0.1,0.3,1.0 \
     --out "$OUT/gender" --plot "$OUT/gender-fractions.png"
