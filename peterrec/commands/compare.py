@@ -278,9 +278,7 @@ def ensure_run(
 def ensure_runs(
     config: FinetuneConfig, backbone_dir: Path, specs: list[RunSpec], runs_dir: Path, jobs: int = 1
 ) -> list[RunRecord]:
-    """:func:`ensure_run` for every spec, ``jobs`` at a time; records in the order of ``specs``."""
-    if jobs < 1:
-        raise ConfigError(f"--jobs: need at least 1, got {jobs}")
+    """:func:`ensure_run` for every spec, ``jobs`` (>= 1) at a time; records in the order of ``specs``."""
     if jobs == 1:
         return [ensure_run(config, backbone_dir, spec, runs_dir / spec.name()) for spec in specs]
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -363,7 +361,7 @@ def column_stats(pooled: list[UserOutputs], columns: list[str]) -> dict[str, dic
 
 
 def paired_ci(pooled: list[UserOutputs], reference: list[UserOutputs] | None, metric: str) -> dict | None:
-    if reference is None or pooled is reference:
+    if reference is None:
         return None
     diff, low, high = paired_bootstrap_metric_ci(pooled, reference, metric)
     return {"diff": diff, "low": low, "high": high}
@@ -477,8 +475,9 @@ def describe_measurement(
     folds = sorted({r.spec.fold for r in records if r.spec.fold is not None})
     sizes = []
     for fraction in fractions:
-        infos = [r.manifest.task for r in records if r.spec.fraction == fraction and r.spec.fold in (None, 0)]
-        info = infos[0]
+        info = next(
+            r.manifest.task for r in records if r.spec.fraction == fraction and r.spec.fold in (None, 0)
+        )
         users = [str(info[s]["users"]) for s in ("train", "valid", "test") if s in info]
         split = f"train/valid/test users {'/'.join(users)}" if users else f"{info.get('users')} users"
         if folds:
@@ -535,6 +534,8 @@ def run_compare(
     seed_list = [config.train.seed + i for i in range(seeds)] if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise ConfigError("--seeds: need at least one seed")
+    if jobs < 1:
+        raise ConfigError(f"--jobs: need at least 1, got {jobs}")
     if plot is not None and Path(plot).suffix.lower() != ".png":
         raise ConfigError(f"--plot: expected a .png file name, got {plot}")
     backbone_dir = Path(backbone_dir)
@@ -594,8 +595,6 @@ def command(
         raise ConfigError(f"--seeds: need at least 1, got {seeds}")
     config = load_config(FinetuneConfig, config_path, list(overrides))
     out = out or str(Path("checkpoints") / f"compare-{Path(config_path).stem}-{config.task.type}")
-    if jobs < 1:
-        raise ConfigError(f"--jobs: need at least 1, got {jobs}")
     result = run_compare(
         config, backbone, names, seeds, fractions, grid, out, plot, reference or REFERENCE, jobs
     )

@@ -77,12 +77,17 @@ def split_users(
     """Split users into (train, valid, test), deterministic in ``seed`` and independent of the input order."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0):
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {tuple(fractions)}")
+    permuted = _permuted_users(users, seed, "split_users")
+    a, b = np.round(np.cumsum(fractions[:2]) * len(permuted)).astype(int).tolist()
+    return permuted[:a], permuted[a:b], permuted[b:]
+
+
+def _permuted_users(users: Sequence[str], seed: int, caller: str) -> list[str]:
+    """The users sorted, then permuted by ``seed``: the same order whatever order they came in."""
     ordered = sorted(users)
     if len(set(ordered)) != len(ordered):
-        raise ValueError("split_users got duplicate user ids")
-    permuted = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
-    a, b = np.round(np.cumsum(fractions[:2]) * len(ordered)).astype(int).tolist()
-    return permuted[:a], permuted[a:b], permuted[b:]
+        raise ValueError(f"{caller} got duplicate user ids")
+    return [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
 
 
 def fold_users(
@@ -99,12 +104,9 @@ def fold_users(
         raise ValueError(f"need folds >= 2 and 0 <= fold < folds, got folds={folds}, fold={fold}")
     if not 0.0 <= valid_share < 1.0:
         raise ValueError(f"valid_share must lie in [0, 1), got {valid_share}")
-    ordered = sorted(users)
-    if len(set(ordered)) != len(ordered):
-        raise ValueError("fold_users got duplicate user ids")
-    if len(ordered) < folds:
-        raise ValueError(f"{len(ordered)} users cannot make {folds} folds")
-    permuted = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
+    permuted = _permuted_users(users, seed, "fold_users")
+    if len(permuted) < folds:
+        raise ValueError(f"{len(permuted)} users cannot make {folds} folds")
     bounds = np.linspace(0, len(permuted), folds + 1).round().astype(int)
     test = permuted[bounds[fold] : bounds[fold + 1]]
     rest = permuted[: bounds[fold]] + permuted[bounds[fold + 1] :]

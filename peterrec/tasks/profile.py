@@ -116,11 +116,12 @@ class ProfileTask(SupervisedTask):
         """
         rows, test_outputs = {}, {}
         for name in self.baseline_names:
+            probs = {split: self.baseline_probabilities(name, split) for split in EVAL_SPLITS}
             rows[name] = {}
             for split in EVAL_SPLITS:
-                probs = self.baseline_probabilities(name, split)
-                rows[name].update(self._metrics(probs, split))
-            test_outputs[name] = {k: v for k, v in self.per_user(probs, "test").items() if k != "users"}
+                rows[name].update(self._metrics(probs[split], split))
+            per_user = self.per_user(probs["test"], "test")
+            test_outputs[name] = {k: v for k, v in per_user.items() if k != "users"}
         return rows, test_outputs
 
     def baseline_probabilities(self, name: str, split: str) -> np.ndarray:
@@ -169,8 +170,9 @@ def pretrained_features(probe: TransferModel, splits: dict) -> dict[str, dict[st
     encoder = probe.backbone.item_encoder
     vectors, mean_items = {}, {}
     for name, part in splits.items():
-        inputs = torch.as_tensor(part.inputs, device=device)
-        batches = [probe(inputs[i : i + 256]) for i in range(0, len(inputs), 256)]
+        batches = [
+            probe(model_batch(part.inputs[i : i + 256], device)) for i in range(0, len(part.inputs), 256)
+        ]
         vectors[name] = torch.cat(batches).float().cpu().numpy()
         items = [encoder.item_vectors(torch.as_tensor(s, device=device)).mean(0) for s in part.sequences]
         mean_items[name] = torch.stack(items).float().cpu().numpy()
