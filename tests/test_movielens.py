@@ -136,7 +136,15 @@ def check_split(out: Path, summary: dict, rename: dict[str, str] | None = None) 
 def test_builds_all_files_with_string_item_ids(tmp_path):
     summary = build_movielens_tasks(write_dataset(tmp_path / "in"), tmp_path / "out")
     out = tmp_path / "out"
-    for name in ("interactions.csv", "labels.csv", "source.csv", "target.csv", "summary.json", "README.md"):
+    for name in (
+        "interactions.csv",
+        "labels.csv",
+        "source.csv",
+        "target.csv",
+        "items.csv",
+        "summary.json",
+        "README.md",
+    ):
         assert (out / name).is_file()
     check_split(out, summary)
     assert json.loads((out / "summary.json").read_text()) == summary

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from peterrec.data.movielens import build_movielens_tasks
+from peterrec.data.movielens import OUTPUT_FILES, build_movielens_tasks
 
 
 @click.group(name="data")
@@ -32,4 +32,4 @@ def movielens(input_dir: str, out_dir: str, target_genres: str) -> None:
     )
     for name, counts in s["label_classes"].items():
         click.echo(f"{name}: {len(counts)} classes over {s['labelled_users']} users")
-    click.echo(f"wrote {out_dir}/: interactions.csv labels.csv source.csv target.csv summary.json README.md")
+    click.echo(f"wrote {out_dir}/: {' '.join(OUTPUT_FILES)}")

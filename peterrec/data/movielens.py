@@ -8,6 +8,8 @@ MovieLens release in RecBole's atomic format and writes, to ``out_dir``:
   MovieLens-1M buckets, ages already given as buckets are kept;
 * ``source.csv`` / ``target.csv`` — the genre cold-start split: target items are those whose
   genres include any target genre (default Children's or Animation), source items are all the others;
+* ``items.csv`` — ``item_id,title,year,genres`` of the clicked items listed in the ``.item`` file, in its
+  order (genres as written there; title or year empty where the file has no such column): the item text;
 * ``summary.json`` (counts) and ``README.md`` (what the files are; MovieLens may not be redistributed).
 
 Ids stay strings (numbers or titles alike). Genre tokens are matched exactly, ignoring case.
@@ -41,6 +43,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_TARGET_GENRES = ("Children's", "Animation")
 LABELS = ("gender", "age", "occupation")
 GENRE_COLUMNS = ("class", "genre", "genres")
+TITLE_COLUMNS = ("movie_title", "title")
+YEAR_COLUMNS = ("release_year", "year")
 # MovieLens-1M age buckets: (lower edge, name); an exact age falls in the last bucket whose edge it reaches.
 AGE_BUCKETS = (
     (0, "<18"),
@@ -51,7 +55,15 @@ AGE_BUCKETS = (
     (50, "50-55"),
     (56, "56+"),
 )
-OUTPUT_FILES = ("interactions.csv", "labels.csv", "source.csv", "target.csv", "summary.json", "README.md")
+OUTPUT_FILES = (
+    "interactions.csv",
+    "labels.csv",
+    "source.csv",
+    "target.csv",
+    "items.csv",
+    "summary.json",
+    "README.md",
+)
 
 
 def age_bucket(value: str) -> str:
@@ -177,8 +189,11 @@ def _read_profile(path: str) -> dict[str, dict[str, str]]:
     return profiles
 
 
-def _read_genres(path: str) -> dict[str, list[str]]:
-    """``item -> genre tokens`` from the ``class`` or ``genre`` column of a ``.item`` file."""
+def _read_items(path: str) -> dict[str, dict[str, str]]:
+    """``item -> {title, year, genres}`` (as written) from a ``.item`` file, in file order.
+
+    The genre column (``class`` or ``genre``) is required; a missing title or year column gives empty values.
+    """
     columns = _columns(path)
     item = _pick(path, columns, ["item_id"], "'item_id'", "RecBole .item files name it item_id:token")
     genre = _pick(
@@ -188,8 +203,23 @@ def _read_genres(path: str) -> dict[str, list[str]]:
         "genre",
         "the .item file needs a 'class' or 'genre' column of space- or comma-separated genres",
     )
-    text = read_item_text(path, item_column=item, text_columns=[genre], format="recbole")
-    return {item_id: split_genres(value) for item_id, value in text.items()}
+    lower = {c.lower(): c for c in columns}
+    fields = {"genres": genre}
+    for field, names in (("title", TITLE_COLUMNS), ("year", YEAR_COLUMNS)):
+        column = next((lower[name] for name in names if name in lower), None)
+        if column is None:
+            logger.warning("%s: no %s column (%s); items.csv leaves it empty", path, field, "/".join(names))
+        else:
+            fields[field] = column
+    values = {
+        field: read_item_text(path, item_column=item, text_columns=[column], format="recbole")
+        for field, column in fields.items()
+    }
+    empty: dict[str, str] = {}
+    return {
+        item_id: {field: values.get(field, empty).get(item_id, "") for field in ("title", "year", "genres")}
+        for item_id in values["genres"]
+    }
 
 
 def _readme(summary: dict) -> str:
@@ -214,6 +244,11 @@ def _readme(summary: dict) -> str:
             "cold-start pretraining sees only these",
         ),
         ("target.csv", f"clicks on the {s['target_items']} target items (genres include {genres})"),
+        (
+            "items.csv",
+            f"`item_id,title,year,genres` of the {s['items'] - s['items_without_genres']} clicked items "
+            "listed in the .item file; the item text of content item encoders",
+        ),
         ("summary.json", "the counts below"),
     ]
     table = "\n".join(f"| {name} | {what} |" for name, what in files)
@@ -250,7 +285,8 @@ def build_movielens_tasks(
     paths = {kind: _find_file(input_dir, f".{kind}") for kind in ("inter", "user", "item")}
     users, items, times = _read_clicks(paths["inter"])
     profiles = _read_profile(paths["user"])
-    genres = _read_genres(paths["item"])
+    listed = _read_items(paths["item"])
+    genres = {item: split_genres(fields["genres"]) for item, fields in listed.items()}
 
     clicked = list(dict.fromkeys(items))
     known = [item for item in clicked if item in genres]
@@ -315,6 +351,13 @@ def build_movielens_tasks(
     atomic_write_text(out / "target.csv", _csv_text(header, target_rows))
     label_rows = ([user, *(p[name] for name in LABELS)] for user, p in kept.items())
     atomic_write_text(out / "labels.csv", _csv_text(("user_id", *LABELS), label_rows))
+    clicked_set = set(clicked)
+    item_rows = (
+        (item, fields["title"], fields["year"], fields["genres"])
+        for item, fields in listed.items()
+        if item in clicked_set
+    )
+    atomic_write_text(out / "items.csv", _csv_text(("item_id", "title", "year", "genres"), item_rows))
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(out / "README.md", _readme(summary))
     return summary
