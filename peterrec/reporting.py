@@ -115,13 +115,19 @@ def render_table(
     return markdown_table(header, lines)
 
 
-def write_outputs(out: Path, text: str, rows: list[dict], columns: list[str]) -> None:
-    """``results.md`` (table + note), ``results.json`` (everything) and ``results.csv`` (flat)."""
+def write_outputs(
+    out: Path, text: str, rows: list[dict], columns: list[str], backbones: list[dict] | None = None
+) -> None:
+    """``results.md`` (table + note), ``results.json`` (everything) and ``results.csv`` (flat). ``backbones``
+    (label, path, sha256 of each, when a compare has several) go into ``results.json``, and the rows' backbone
+    labels into both."""
     ckpt.atomic_write_text(out / "results.md", text + "\n")
+    results = {"columns": columns, "rows": rows, "note": text.split("\n\n")[-1]}
     ckpt.atomic_write_json(
-        out / "results.json", {"columns": columns, "rows": rows, "note": text.split("\n\n")[-1]}
+        out / "results.json", results if backbones is None else {**results, "backbones": backbones}
     )
-    fields = ["method", "train_fraction", "lr"] + [f"{c}_{s}" for c in columns for s in ("mean", "std")]
+    fields = ["method"] + ["backbone"] * any("backbone" in r for r in rows) + ["train_fraction", "lr"]
+    fields += [f"{c}_{s}" for c in columns for s in ("mean", "std")]
     fields += ["trainable", "stored_bytes", "seconds_per_epoch", "peak_rss_mb", "peak_cuda_mb"]
     fields += ["ci_diff", "ci_low", "ci_high"]
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as handle:

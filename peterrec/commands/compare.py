@@ -1,4 +1,4 @@
-"""`peterrec compare`: every strategy x seed x train fraction, each finetuned in its own process.
+"""`peterrec compare`: every strategy x seed x train fraction (x backbone), each finetuned in its own process.
 
 One process per run so that its peak resident memory (``ru_maxrss``) belongs to that run alone. Finished
 run directories whose config matches are reused, so an interrupted compare picks up where it stopped.
@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +32,7 @@ from peterrec.commands.finetune import resolve_overrides, run_finetune
 from peterrec.config import AdapterConfig, FinetuneConfig, dump_config, load_config
 from peterrec.errors import CheckpointError, ConfigError, PeterRecError
 from peterrec.evaluation.user_results import UserOutputs, paired_bootstrap_metric_ci, pool_folds
-from peterrec.manifest import FinetuneManifest, read_manifest
+from peterrec.manifest import BackboneManifest, FinetuneManifest, read_manifest
 from peterrec.reporting import REFERENCE, plot_results, primary_columns, render_table, write_outputs
 from peterrec.runs import PER_USER_FILE, WEIGHTS_FILE
 from peterrec.tasks import resolve_monitor, task_class
@@ -51,11 +51,25 @@ class RunSpec(NamedTuple):
     seed: int
     lr: float | None  # None: the config's per-strategy lr
     fold: int | None = None  # the cross-validation fold (task.fold); None: the one split of task.split
+    backbone: str | None = None  # the backbone's label when a compare has several; None: its only one
 
     def name(self) -> str:
         lr = "" if self.lr is None else f"-lr{self.lr:g}"
         fold = "" if self.fold is None else f"-k{self.fold}"
         return f"{self.strategy.replace(':', '-')}-f{self.fraction:g}-s{self.seed}{lr}{fold}"
+
+    def relative_dir(self) -> Path:
+        """Its directory under the compare's ``runs/``: in a folder per backbone when there are several."""
+        return Path(self.backbone or "", self.name())
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A pretrain run that a compare finetunes: its label in row names, its directory, its weights' sha256."""
+
+    label: str
+    path: Path
+    sha256: str
 
 
 @dataclass
@@ -130,6 +144,38 @@ def parse_float_list(text: str, option: str, upper: float | None = None) -> list
     if len(set(values)) != len(values):
         raise ConfigError(f"{option}: values must be distinct, got {text!r}")
     return values
+
+
+def backbone_labels(paths: Sequence[str | Path]) -> list[str]:
+    """Each backbone's run directory name; where names clash, as many trailing path components as tell the
+    clashing ones apart. The same directory given twice is an error."""
+    seen: dict[Path, str | Path] = {}
+    for path in paths:
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise ConfigError(
+                f"--backbone: {path} is the same directory as {seen[resolved]}; pass each backbone once"
+            )
+        seen[resolved] = path
+    parts = [Path(os.path.abspath(path)).parts[1:] for path in paths]  # symlinks kept: the names given
+    depth = [1] * len(parts)
+    while True:
+        labels = ["/".join(p[-d:]) for p, d in zip(parts, depth, strict=True)]
+        clashing = [i for i, label in enumerate(labels) if labels.count(label) > 1]
+        if not clashing:
+            return labels
+        for i in clashing:  # distinct absolute paths differ in some trailing component
+            depth[i] += 1
+
+
+def read_backbone(path: Path, label: str) -> Backbone:
+    """A ``--backbone`` directory, checked before any run starts: it must be a complete pretrain run."""
+    manifest = read_manifest(path)
+    if not isinstance(manifest, BackboneManifest):
+        raise CheckpointError(
+            f"{path}: is a '{manifest.kind}' run, expected a 'backbone' run (a pretrain output)"
+        )
+    return Backbone(label, path, manifest.sha256.get(WEIGHTS_FILE, ""))
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -276,15 +322,30 @@ def ensure_run(
 
 
 def ensure_runs(
-    config: FinetuneConfig, backbone_dir: Path, specs: list[RunSpec], runs_dir: Path, jobs: int = 1
+    config: FinetuneConfig,
+    backbone_dirs: Mapping[str | None, Path],
+    specs: list[RunSpec],
+    runs_dir: Path,
+    jobs: int = 1,
 ) -> list[RunRecord]:
-    """:func:`ensure_run` for every spec, ``jobs`` (>= 1) at a time; records in the order of ``specs``."""
+    """:func:`ensure_run` for every spec (its backbone ``backbone_dirs[spec.backbone]``), ``jobs`` (>= 1) at a
+    time, whichever backbone they finetune; records in the order of ``specs``."""
     if jobs == 1:
-        return [ensure_run(config, backbone_dir, spec, runs_dir / spec.name()) for spec in specs]
+        return [
+            ensure_run(config, backbone_dirs[spec.backbone], spec, runs_dir / spec.relative_dir())
+            for spec in specs
+        ]
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ThreadPoolExecutor(max_workers=jobs) as pool:  # threads that wait on the run processes
         futures = [
-            pool.submit(ensure_run, config, backbone_dir, spec, runs_dir / spec.name(), threads)
+            pool.submit(
+                ensure_run,
+                config,
+                backbone_dirs[spec.backbone],
+                spec,
+                runs_dir / spec.relative_dir(),
+                threads,
+            )
             for spec in specs
         ]
         try:
@@ -367,17 +428,27 @@ def paired_ci(pooled: list[UserOutputs], reference: list[UserOutputs] | None, me
     return {"diff": diff, "low": low, "high": high}
 
 
+def row_name(name: str, label: str | None) -> str:
+    """``peterrec [backbone-a]``: a row of one backbone among several; the plain name with one backbone."""
+    return name if label is None else f"{name} [{label}]"
+
+
 def strategy_row(
-    runs: list[RunRecord], columns: list[str], reference: list[UserOutputs] | None, key: str, name: str
+    runs: list[RunRecord],
+    columns: list[str],
+    reference: list[UserOutputs] | None,
+    key: str,
+    name: str,
+    method: str,
 ) -> dict:
-    """One strategy's row (over its seeds and folds); ``reference`` (the outputs of row ``name`` per
-    seed) gives the paired CI."""
+    """One strategy's row ``method`` (over its seeds and folds); ``reference`` (the outputs of row ``name``
+    per seed) gives the paired CI."""
     first = runs[0]
     rss = [r.usage["peak_rss_mb"] for r in runs if r.usage.get("peak_rss_mb") is not None]
     cuda = [r.usage["peak_cuda_mb"] for r in runs if r.usage.get("peak_cuda_mb") is not None]
     pooled = pooled_by_seed(runs)
     return {
-        "method": first.spec.strategy,
+        "method": method,
         "train_fraction": first.spec.fraction,
         "lr": first.manifest.lr,
         "seeds": sorted({r.spec.seed for r in runs}),
@@ -388,41 +459,60 @@ def strategy_row(
         "seconds_per_epoch": float(np.mean([r.manifest.seconds_per_epoch or 0.0 for r in runs])),
         "peak_rss_mb": float(np.mean(rss)) if rss else None,
         "peak_cuda_mb": float(np.mean(cuda)) if cuda else None,
-        "ci": None if first.spec.strategy == name else paired_ci(pooled, reference, key),
+        "ci": None if method == name else paired_ci(pooled, reference, key),
         "reference": name,
     }
 
 
-def baseline_rows(
-    runs: list[RunRecord], columns: list[str], reference: list[UserOutputs] | None, key: str, name: str
-) -> list[dict]:
-    """The task's simple baselines, as recorded by one of this fraction's runs (identical across them)."""
-    rows = []
-    for baseline in runs[0].per_user.get("baselines", {}):
-        pooled = pooled_by_seed(runs, baseline)
-        rows.append(
-            {
-                "method": baseline,
-                "train_fraction": runs[0].spec.fraction,
-                "baseline": True,
-                "metrics": column_stats(pooled, columns),
-                "ci": None if baseline == name else paired_ci(pooled, reference, key),
-                "reference": name,
-            }
-        )
-    return rows
+def baseline_row(
+    runs: list[RunRecord],
+    baseline: str,
+    columns: list[str],
+    reference: list[UserOutputs] | None,
+    key: str,
+    name: str,
+    method: str,
+) -> dict:
+    """One of the task's simple baselines as recorded by ``runs`` (identical across their seeds)."""
+    pooled = pooled_by_seed(runs, baseline)
+    return {
+        "method": method,
+        "train_fraction": runs[0].spec.fraction,
+        "baseline": True,
+        "metrics": column_stats(pooled, columns),
+        "ci": None if method == name else paired_ci(pooled, reference, key),
+        "reference": name,
+    }
 
 
-def reference_outputs(
-    picked: dict[str, list[RunRecord]], reference: str, strategies: list[str]
-) -> list[UserOutputs] | None:
-    """The per-seed pooled outputs of the reference row: a strategy, or a baseline of the task."""
-    if reference in picked:
-        return pooled_by_seed(picked[reference])
-    runs = picked[strategies[0]]
-    if reference in runs[0].per_user.get("baselines", {}):
-        return pooled_by_seed(runs, reference)
-    return None
+def backbone_free(baseline: str, runs_by_backbone: Mapping[str | None, list[RunRecord]]) -> bool:
+    """Whether a baseline's per-user test outputs are the same whichever backbone's runs recorded them."""
+    outputs = [[r.per_user["baselines"].get(baseline) for r in runs] for runs in runs_by_backbone.values()]
+    return all(other == outputs[0] for other in outputs[1:])
+
+
+def check_same_users(runs_by_backbone: Mapping[str | None, list[RunRecord]]) -> None:
+    """Rows of several backbones are paired user by user: their runs must have tested the same users."""
+    first, *others = runs_by_backbone.values()
+    for runs in others:
+        for mine, theirs in zip(first, runs, strict=True):
+            if mine.per_user.get("users") != theirs.per_user.get("users"):
+                raise ConfigError(
+                    f"{mine.run_dir} and {theirs.run_dir}: tested different users, but rows of several "
+                    "backbones are compared user by user; pass backbones that keep the same users of the task"
+                )
+
+
+def reference_row(reference: str, names: Sequence[str], first: str | None) -> str:
+    """The row that ``--reference`` names. With several backbones (``first``: the first one's label) a plain
+    name means the first backbone's row, and a labelled baseline shown once (the same for every backbone)
+    means that one row."""
+    if reference in names or first is None:
+        return reference
+    if row_name(reference, first) in names:
+        return row_name(reference, first)
+    plain = reference.rsplit(" [", 1)[0]
+    return plain if plain in names else reference
 
 
 def build_rows(
@@ -432,30 +522,68 @@ def build_rows(
     monitor: str,
     reference: str = REFERENCE,
 ) -> list[dict]:
+    """Per fraction, a row per strategy (and backbone), then the task's baselines: once each, or once per
+    backbone for a baseline whose per-user test outputs differ between backbones. Each row's ``reference``
+    is the row name that ``reference`` stands for; with several backbones each row names its ``backbone``
+    (None: a baseline shown once)."""
     columns = primary_columns(records[0].manifest.metrics)
     _, key = main_metric(records[0].manifest, columns)
-    chosen = pick_lrs(records, monitor)
+    labels = list(dict.fromkeys(r.spec.backbone for r in records))
+    picked: dict[tuple[float, str | None, str], list[RunRecord]] = {}
+    for label in labels:  # each backbone's lr is picked on its own runs
+        mine = [r for r in records if r.spec.backbone == label]
+        chosen = pick_lrs(mine, monitor)
+        for fraction in fractions:
+            for s in strategies:
+                lr = chosen[(fraction, s)]
+                picked[fraction, label, s] = [
+                    r for r in mine if r.spec[:2] == (s, fraction) and r.spec.lr == lr
+                ]
+    # Every run records the baselines; those of the first strategy's runs stand for each backbone's.
+    recorded = {f: {label: picked[f, label, strategies[0]] for label in labels} for f in fractions}
+    baselines = list(records[0].per_user.get("baselines", {}))
+    shared = {b for b in baselines if all(backbone_free(b, recorded[f]) for f in fractions)}
     rows = []
     for fraction in fractions:
-        picked = {
-            s: [r for r in records if r.spec[:2] == (s, fraction) and r.spec.lr == chosen[(fraction, s)]]
+        check_same_users(recorded[fraction])
+        sources = {  # row name -> (backbone label, runs, baseline or None for the runs' own outputs)
+            row_name(s, label): (label, picked[fraction, label, s], None)
             for s in strategies
+            for label in labels
         }
-        against = reference_outputs(picked, reference, strategies)
-        rows += [strategy_row(picked[s], columns, against, key, reference) for s in strategies]
-        rows += baseline_rows(picked[strategies[0]], columns, against, key, reference)
+        for b in baselines:
+            for label in labels[:1] if b in shared else labels:
+                name = b if b in shared else row_name(b, label)
+                sources[name] = (None if b in shared else label, recorded[fraction][label], b)
+        name = reference_row(reference, list(sources), labels[0])
+        against = pooled_by_seed(*sources[name][1:]) if name in sources else None
+        for method, (label, runs, baseline) in sources.items():
+            if baseline is None:
+                row = strategy_row(runs, columns, against, key, name, method)
+            else:
+                row = baseline_row(runs, baseline, columns, against, key, name, method)
+            rows.append(row if labels == [None] else {"method": method, "backbone": label, **row})
     return rows
 
 
-def check_reference(reference: str, strategies: Sequence[str], task_type: str) -> None:
-    """The reference row must be one of the strategies run or one of the task's baselines. The default
-    (peterrec) may be absent, and then the table has no CI column."""
+def check_reference(
+    reference: str, strategies: Sequence[str], task_type: str, labels: Sequence[str] = ()
+) -> None:
+    """The reference row must be one of the strategies run or one of the task's baselines, with several
+    backbones (``labels``) also ``NAME [LABEL]``. The default (peterrec) may be absent, and then the table
+    has no CI column."""
     baselines = task_class(task_type).baseline_names
-    if reference == REFERENCE or reference in strategies or reference in baselines:
+    names = [*strategies, *baselines]
+    if (
+        reference == REFERENCE
+        or reference in names
+        or reference in {row_name(n, b) for n in names for b in labels}
+    ):
         return
+    labelled = f"; or NAME [LABEL] with a backbone label of {', '.join(labels)}" if labels else ""
     raise ConfigError(
         f"--reference: '{reference}' is neither among --strategies ({', '.join(strategies)}) nor a baseline "
-        f"of task {task_type} ({', '.join(baselines)})"
+        f"of task {task_type} ({', '.join(baselines)}){labelled}"
     )
 
 
@@ -469,8 +597,10 @@ def describe_measurement(
     lr_grid,
     reference: str = REFERENCE,
     has_reference: bool = True,
+    backbones: Sequence[Backbone] = (),
 ) -> str:
-    """The line under the table: task, split sizes, seeds, protocol, and what the cost columns mean."""
+    """The line under the table: task, (several) backbones, split sizes, seeds, protocol, and what the cost
+    columns mean."""
     task = records[0].manifest.task
     folds = sorted({r.spec.fold for r in records if r.spec.fold is not None})
     sizes = []
@@ -487,7 +617,11 @@ def describe_measurement(
         sizes.append(f"{split} at train fraction {fraction:g}")
     protocol = task_class(task["type"]).protocol(task)
     seeds = sorted({r.spec.seed for r in records})
-    lr = f"lr picked per strategy on mean {lr_grid[1]} from {lr_grid[0]}" if lr_grid else "lr from the config"
+    several = len(backbones) > 1
+    per = "strategy and backbone" if several else "strategy"
+    lr = f"lr picked per {per} on mean {lr_grid[1]} from {lr_grid[0]}" if lr_grid else "lr from the config"
+    named = ", ".join(f"{b.label} = {b.path} (weights sha256 {b.sha256[:12]})" for b in backbones)
+    named = f"backbones {named}; " if several else ""
     cv = (
         " Cross-validation over users: every user is tested once, in one fold; each seed's predictions are "
         "pooled over the folds and its metrics computed on all of them."
@@ -501,7 +635,7 @@ def describe_measurement(
         "item tables included."
     )
     return (
-        f"Measured: task {task['type']}; {'; '.join(sizes)}; protocol {protocol}; "
+        f"Measured: task {task['type']}; {named}{'; '.join(sizes)}; protocol {protocol}; "
         f"mean ± std (ddof=1) over seeds {seeds}; {lr}.{cv} Peak RSS = peak resident memory of each run's "
         f"own process, torch runtime included.{ci if has_reference else ''}"
     )
@@ -509,7 +643,7 @@ def describe_measurement(
 
 def run_compare(
     config: FinetuneConfig,
-    backbone_dir: str | Path,
+    backbone_dir: str | Path | Sequence[str | Path],
     strategies: Sequence[str] = CLASSIC_STRATEGIES,
     seeds: int | Sequence[int] = 3,
     train_fractions: Sequence[float] = (1.0,),
@@ -521,9 +655,13 @@ def run_compare(
 ) -> CompareResult:
     """Finetune every strategy x seed x fraction (x lr) in its own process; write and return the table.
 
-    ``seeds``: a count (``train.seed``, ``train.seed + 1``, ...) or explicit seeds. Run directories go to
-    ``<out>/runs/<strategy>-f<fraction>-s<seed>[-lr<lr>]``; finished ones with a matching config are reused.
-    Paired confidence intervals compare every row with the ``reference`` row: a strategy or a baseline.
+    ``backbone_dir``: a pretrain run, or several: then every run is made on each, its rows are named
+    ``strategy [label]`` (label: the run directory's name, or as much of its path as tells it apart) and its
+    run directories go under ``<out>/runs/<label>/``. ``seeds``: a count (``train.seed``, ``train.seed + 1``,
+    ...) or explicit seeds. Run directories go to ``<out>/runs/<strategy>-f<fraction>-s<seed>[-lr<lr>]``;
+    finished ones with a matching config are reused. Paired confidence intervals compare every row with the
+    ``reference`` row: a strategy or a baseline (with several backbones, either may be ``NAME [LABEL]``; a
+    plain name means the first backbone's).
     With ``task.folds: K`` every run is repeated for each fold and the folds' test users are pooled.
     ``jobs``: how many runs train at once, the CPU cores shared out among them (their timings then include
     the contention).
@@ -538,37 +676,55 @@ def run_compare(
         raise ConfigError(f"--jobs: need at least 1, got {jobs}")
     if plot is not None and Path(plot).suffix.lower() != ".png":
         raise ConfigError(f"--plot: expected a .png file name, got {plot}")
-    backbone_dir = Path(backbone_dir)
+    paths = [backbone_dir] if isinstance(backbone_dir, str | os.PathLike) else list(backbone_dir)
+    if not paths:
+        raise ConfigError("--backbone: need at least one pretrain run directory")
+    labels = backbone_labels(paths)
+    several = len(paths) > 1
     out = Path(out) if out else Path("checkpoints") / f"compare-{config.name}-{config.task.type}"
     lrs = list(lr_grid) if lr_grid else [None]
     folds = list(range(config.task.folds)) if config.task.folds > 1 else [None]
-    check_reference(reference, strategies, config.task.type)
+    check_reference(reference, strategies, config.task.type, labels if several else ())
+    backbones = [read_backbone(Path(path), label) for path, label in zip(paths, labels, strict=True)]
+    dirs = {(b.label if several else None): b.path for b in backbones}  # by RunSpec.backbone
     specs = [
-        RunSpec(strategy, fraction, seed, lr, fold)
+        RunSpec(strategy, fraction, seed, lr, fold, label)
+        for label in dirs
         for fraction in train_fractions
         for strategy in strategies
         for lr in lrs
         for seed in seed_list
         for fold in folds
     ]
-    records = ensure_runs(config, backbone_dir, specs, out / "runs", jobs)
+    records = ensure_runs(config, dirs, specs, out / "runs", jobs)
     monitor = resolve_monitor(config)
     rows = build_rows(records, list(strategies), list(train_fractions), monitor, reference)
     columns = primary_columns(records[0].manifest.metrics)
     main, _ = main_metric(records[0].manifest, columns)
+    reference = rows[0]["reference"]  # the row name it stands for (with several backbones)
     has_reference = any(r["method"] == reference for r in rows)
     table = render_table(rows, columns, main, list(train_fractions), reference if has_reference else None)
     grid = (lrs, monitor) if lr_grid else None
-    note = describe_measurement(records, list(train_fractions), main, grid, reference, has_reference)
+    note = describe_measurement(
+        records, list(train_fractions), main, grid, reference, has_reference, backbones
+    )
     text = f"{table}\n\n{note}"
-    write_outputs(out, text, rows, columns)
+    described = [{"label": b.label, "path": str(b.path), "sha256": b.sha256} for b in backbones]
+    write_outputs(out, text, rows, columns, described if several else None)
     plotted = plot_results(rows, main, list(train_fractions), Path(plot)) if plot else None
     return CompareResult(out, text, rows, records, plotted)
 
 
 @click.command()
 @config_option
-@click.option("--backbone", type=click.Path(), required=True, help="A pretrain run directory.")
+@click.option(
+    "--backbone",
+    "backbones",
+    type=click.Path(),
+    multiple=True,
+    required=True,
+    help="A pretrain run directory; repeat it to compare backbones (rows 'strategy [label]').",
+)
 @click.option("--strategies", default="all", show_default=True, help="'all' or a comma list of strategies.")
 @click.option("--seeds", type=int, default=3, show_default=True, help="Seeds per run (train.seed, +1, ...).")
 @click.option("--train-fraction", "train_fractions", default="1.0", show_default=True, help="e.g. 0.1,1.0")
@@ -582,12 +738,18 @@ def run_compare(
 @click.option(
     "--reference",
     default=None,
-    help=f"The row the paired CIs compare with: a strategy or a baseline (default {REFERENCE}, when run).",
+    help=f"The row the paired CIs compare with: a strategy or a baseline, 'NAME [LABEL]' with several "
+    f"backbones (default {REFERENCE} of the first backbone, when run).",
 )
 def command(
-    config_path, backbone, strategies, seeds, train_fractions, lr_grid, jobs, overrides, out, plot, reference
+    config_path, backbones, strategies, seeds, train_fractions, lr_grid, jobs, overrides, out, plot, reference
 ) -> None:
-    """Finetune several strategies x seeds (x train fractions), each in its own process; one table."""
+    """Finetune several strategies x seeds (x train fractions, x backbones), each in its own process; one
+    table."""
+    try:
+        backbone_labels(backbones)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     names = parse_strategies(strategies)
     fractions = parse_float_list(train_fractions, "--train-fraction", upper=1.0)
     grid = parse_float_list(lr_grid, "--lr-grid") if lr_grid is not None else None
@@ -596,7 +758,7 @@ def command(
     config = load_config(FinetuneConfig, config_path, list(overrides))
     out = out or str(Path("checkpoints") / f"compare-{Path(config_path).stem}-{config.task.type}")
     result = run_compare(
-        config, backbone, names, seeds, fractions, grid, out, plot, reference or REFERENCE, jobs
+        config, list(backbones), names, seeds, fractions, grid, out, plot, reference or REFERENCE, jobs
     )
     click.echo(result.table)
     click.echo(f"\nwrote {result.out}/results.md, results.csv, results.json" + (f", {plot}" if plot else ""))
