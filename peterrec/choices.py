@@ -23,15 +23,17 @@ ColdRecLoss = Literal["softmax", "bce1"]
 EvalProtocol = Literal["full", "sampled-99"]
 ClassWeights = Literal["none", "balanced"]
 History = Literal["recent", "full"]
+ItemFeatureKind = Literal["tfidf", "hashing", "vectors", "minilm"]
+MissingText = Literal["error", "empty"]
 
 Strategy = Literal[
     "peterrec", "fine_all", "fine_cls", "fine_last1", "fine_last2", "peter_zero", "scratch", "adapter"
 ]
 TrainNorms = Literal["ln2", "none", "all"]
-Pooling = Literal["auto", "cls_end", "first_last", "mean"]
+Pooling = Literal["auto", "cls_end", "first_last", "mean", "next_item"]
 Insertion = Literal["serial", "serial_block", "parallel", "block_parallel"]
 ParallelForm = Literal["residual", "original"]
-AdapterModules = Literal["backbone", "item_encoder", "both"]
+AdapterModules = Literal["backbone", "item_encoder", "both", "auto"]  # auto: both with a content encoder
 LayerSelection = Literal["all", "first_half", "last_half", "every_other"]
 
 
@@ -49,6 +51,7 @@ STRATEGIES = values(Strategy)
 CLASSIC_STRATEGIES = STRATEGIES[:7]  # the paper's comparison: what `compare --strategies all` runs
 INSERTIONS = values(Insertion)
 LAYER_SELECTIONS = values(LayerSelection)
+ADAPTER_MODULES = values(AdapterModules)
 
 
 def check_choice(field: str, value: Any, choice: Any) -> None:

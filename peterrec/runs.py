@@ -18,9 +18,11 @@ from peterrec.checkpoint import load_weights, verify_files
 from peterrec.config import FinetuneConfig, PretrainConfig, load_config
 from peterrec.data import Vocabulary
 from peterrec.errors import CheckpointError
+from peterrec.item_content import ItemContent, load_item_content
 from peterrec.manifest import BackboneManifest, FinetuneManifest, Manifest, read_manifest
 from peterrec.model.adapters import add_adapter_specs
 from peterrec.model.adapters.base import to_current_names
+from peterrec.model.item_encoder import CONTENT_ITEM_ENCODERS
 from peterrec.model.next_item import NextItemModel, build_next_item_model
 from peterrec.model.transfer import STRATEGY_PLANS, TransferModel, apply_strategy, trainable_state_dict
 from peterrec.tasks import task_class
@@ -54,6 +56,7 @@ class BaseRun:
     vocab: Vocabulary
     config: PretrainConfig
     manifest: BackboneManifest
+    content: ItemContent | None = None  # a content item encoder's featurizer and feature rows
 
     @property
     def backbone(self):
@@ -90,24 +93,34 @@ def load_backbone(run_dir: str | Path, device: str | torch.device = "cpu") -> Ba
     manifest = _manifest_of_kind(run_dir, "backbone")
     config = load_config(PretrainConfig, run_dir / "config.yaml")
     vocab = Vocabulary.load(run_dir / "vocab.json")
-    model = build_next_item_model(config.model, len(vocab), config.data.max_len)
+    content = load_item_content(run_dir) if config.model.item_encoder in CONTENT_ITEM_ENCODERS else None
+    features = content.features if content is not None else None
+    model = build_next_item_model(config.model, len(vocab), config.data.max_len, features)
     try:
         model.load_state_dict(translate_weight_names(load_weights(run_dir / WEIGHTS_FILE)), strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{run_dir / WEIGHTS_FILE}: does not fit its config ({exc})") from None
-    return BaseRun(run_dir, model.to(device).eval(), vocab, config, manifest)
+    return BaseRun(run_dir, model.to(device).eval(), vocab, config, manifest, content)
 
 
 def strategy_kwargs(config: FinetuneConfig) -> dict[str, Any]:
     """The keyword arguments of :func:`apply_strategy` that a finetune config sets."""
     a = config.adapter
-    return {"adapter": a.kind, "layers": a.layers, "train_norms": config.strategy.train_norms, **a.options}
+    return {
+        "adapter": a.kind,
+        "layers": a.layers,
+        "modules": a.modules,
+        "train_norms": config.strategy.train_norms,
+        **a.options,
+    }
 
 
-def build_transfer_model(config: FinetuneConfig, manifest: FinetuneManifest, base: BaseRun) -> TransferModel:
+def build_transfer_model(
+    config: FinetuneConfig, manifest: FinetuneManifest, base: BaseRun, extras: dict | None = None
+) -> TransferModel:
     """The untrained model of a finetune run: backbone + head + the strategy's adapters."""
     s = config.strategy
-    head = task_class(manifest.task_type).load_head(manifest.task, base)
+    head = task_class(manifest.task_type).load_head(manifest.task, base, extras)
     model = TransferModel(base.backbone, head, s.pooling, s.train_cls, s.layer_mix)
     apply_strategy(model, manifest.strategy, seed=manifest.seed, **strategy_kwargs(config))
     return model
@@ -193,10 +206,10 @@ def load_run(
         base = load_backbone(resolve_base_dir(manifest, run_dir, backbone), device)
     check_base(manifest, base, run_dir)
     config = load_config(FinetuneConfig, run_dir / "config.yaml")
-    model = build_transfer_model(config, manifest, base)
+    extras = task_class(manifest.task_type).load_extras(run_dir)
+    model = build_transfer_model(config, manifest, base, extras)
     patch = translate_weight_names(load_weights(run_dir / PATCH_FILE))
     load_patch_into(model, patch, run_dir / PATCH_FILE)
-    extras = task_class(manifest.task_type).load_extras(run_dir)
     return FinetunedRun(run_dir, model.to(device).eval(), config, manifest, base, extras)
 
 
@@ -234,7 +247,8 @@ class PatchSwitcher:
         patch = translate_weight_names(load_weights(run_dir / PATCH_FILE))
         if STRATEGY_PLANS[manifest.strategy].adapted:
             self._ensure_layout(config)
-        head = task_class(manifest.task_type).load_head(manifest.task, self.base)
+        task = task_class(manifest.task_type)
+        head = task.load_head(manifest.task, self.base, task.load_extras(run_dir))
         head.load_state_dict({k[len("head.") :]: v for k, v in patch.items() if k.startswith("head.")})
         name = name or run_dir.name
         self.runs[name] = {"config": config, "patch": patch, "head": head.to(self.pristine_device).eval()}
@@ -246,7 +260,7 @@ class PatchSwitcher:
 
     def _ensure_layout(self, config: FinetuneConfig) -> None:
         a = config.adapter
-        layout = [{"kind": a.kind, "layers": a.layers, "options": a.options}]
+        layout = [{"kind": a.kind, "layers": a.layers, "modules": a.modules, "options": a.options}]
         if self.layout is None:
             self.base.backbone.load_state_dict(self.pristine)
             add_adapter_specs(self.base.backbone, layout)

@@ -37,6 +37,8 @@ PRETRAIN_BAD = {
     "model.channels": AT_LEAST_1,
     "model.dilations": ("[1, 0]", "[-1]", "[1, .nan]", "[]"),
     "model.kernel_size": AT_LEAST_1,
+    "model.text.hashing_features": ("1", "0", "-3", "2.5"),
+    "model.text.hidden": AT_LEAST_1,
     "objective.mask_ratio": FRACTION,
     "objective.max_masked": AT_LEAST_1,
     "objective.num_samples": AT_LEAST_1,
@@ -118,9 +120,10 @@ def test_bad_override_is_refused_naming_the_key(cls, key, value):
 
 @pytest.mark.parametrize("cls, key, value", CASES)
 def test_bad_file_value_is_refused_naming_the_key(cls, key, value, tmp_path):
-    section, name = key.split(".")
+    *sections, name = key.split(".")
     path = tmp_path / "c.yaml"
-    path.write_text(f"{section}:\n  {name}: {value}\n")
+    nested = "".join(f"{'  ' * depth}{section}:\n" for depth, section in enumerate(sections))
+    path.write_text(f"{nested}{'  ' * len(sections)}{name}: {value}\n")
     with pytest.raises(ConfigError) as info:
         _load(cls, path)
     message = str(info.value)

@@ -24,8 +24,10 @@ from peterrec.config import PretrainConfig, dump_config, load_config
 from peterrec.data.next_item import NextItemData, load_next_item_data, make_windows
 from peterrec.data.sequences import left_pad, trim_shared_padding
 from peterrec.evaluation.next_item import evaluate_next_item_model, next_item_baselines
+from peterrec.item_content import build_item_content
 from peterrec.manifest import BackboneManifest
 from peterrec.model.backbone import count_parameters
+from peterrec.model.item_encoder import CONTENT_ITEM_ENCODERS
 from peterrec.model.next_item import NextItemModel, build_next_item_model
 from peterrec.reporting import pretrain_summary
 from peterrec.runs import WEIGHTS_FILE
@@ -110,7 +112,14 @@ def run_pretrain(config: PretrainConfig, out: str | Path | None = None, resume: 
     seed_everything(config.train.seed)
     data = load_next_item_data(config.data)
     logger.info("data: %s", data.stats())
-    model = build_next_item_model(config.model, data.num_items, config.data.max_len).to(device)
+    content = None
+    if config.model.item_encoder in CONTENT_ITEM_ENCODERS:
+        content = build_item_content(config.model.text, data.vocab)
+        logger.info(
+            "item content: %s features, %d dimensions", content.featurizer.kind, content.featurizer.dim
+        )
+    features = content.features if content is not None else None
+    model = build_next_item_model(config.model, data.num_items, config.data.max_len, features).to(device)
     step_loss, steps_per_epoch = make_step_loss(model, config, data, device, distributed)
 
     run_dir = Path(out) if out else Path("checkpoints") / config.name
@@ -149,11 +158,13 @@ def run_pretrain(config: PretrainConfig, out: str | Path | None = None, resume: 
         baselines = next_item_baselines(data, bs)
 
         save_weights(staging / WEIGHTS_FILE, model.state_dict())
+        content_files = content.save(staging) if content is not None else []
         tokens_per_s = [row["train/tokens_per_s"] for row in result.history]
         manifest = BackboneManifest(
             name=config.name,
             sha256={
-                name: sha256_file(staging / name) for name in (WEIGHTS_FILE, "vocab.json", "config.yaml")
+                name: sha256_file(staging / name)
+                for name in (WEIGHTS_FILE, "vocab.json", "config.yaml", *content_files)
             },
             config_sha256=sha256_text(config_text),
             parameters={

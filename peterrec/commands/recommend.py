@@ -10,25 +10,36 @@ import click
 import torch
 
 from peterrec.commands.common import backbone_option, user_inputs
+from peterrec.new_items import add_items
 from peterrec.reporting import markdown_table
 from peterrec.runs import load_any
 
 
 @torch.inference_mode()
 def recommend_records(
-    run_dir: Path, user_ids: list[str], input_path: str | None, top_k: int, backbone: str | None = None
+    run_dir: Path,
+    user_ids: list[str],
+    input_path: str | None,
+    top_k: int,
+    backbone: str | None = None,
+    items_path: str | None = None,
 ) -> Iterator[dict]:
-    """One record per user: top-k items with scores (ranking runs) or class probabilities (profile runs)."""
+    """One record per user: top-k items with scores (ranking runs) or class probabilities (profile runs).
+
+    ``items_path``: an item file whose unknown items are added first, scored from their content alone
+    (runs with a content item encoder, :func:`peterrec.new_items.add_items`)."""
     run = load_any(run_dir, backbone)
+    if items_path is not None:
+        add_items(run, items_path)
     users, inputs = user_inputs(run, user_ids, input_path)
     yield from run.task.recommend(run, users, inputs, top_k)
 
 
 def recommend_lines(
-    run_dir: Path, user_ids: list[str], input_path, top_k: int, backbone=None
+    run_dir: Path, user_ids: list[str], input_path, top_k: int, backbone=None, items_path=None
 ) -> Iterator[str]:
     """:func:`recommend_records` as JSON lines (item ids as written, not ``\\u`` escapes)."""
-    for record in recommend_records(run_dir, user_ids, input_path, top_k, backbone):
+    for record in recommend_records(run_dir, user_ids, input_path, top_k, backbone, items_path):
         yield json.dumps(record, ensure_ascii=False)
 
 
@@ -54,12 +65,19 @@ def records_table(records: list[dict]) -> str:
 @click.option(
     "--format", "output_format", type=click.Choice(["json", "table"]), default="json", show_default=True
 )
+@click.option(
+    "--items",
+    "items_path",
+    type=click.Path(),
+    default=None,
+    help="An item file (item_id + text columns): items the run does not know are scored from their text.",
+)
 @backbone_option
-def command(run_dir, user_ids, input_path, top_k, output_format, backbone) -> None:
+def command(run_dir, user_ids, input_path, top_k, output_format, items_path, backbone) -> None:
     """Top-k items (or label probabilities, for profile runs) per user, as JSON lines or a table."""
+    args = (Path(run_dir), list(user_ids), input_path, top_k, backbone, items_path)
     if output_format == "table":
-        records = list(recommend_records(Path(run_dir), list(user_ids), input_path, top_k, backbone))
-        click.echo(records_table(records))
+        click.echo(records_table(list(recommend_records(*args))))
         return
-    for line in recommend_lines(Path(run_dir), list(user_ids), input_path, top_k, backbone):
+    for line in recommend_lines(*args):
         click.echo(line)

@@ -348,17 +348,20 @@ def read_item_text(
     path: str | os.PathLike,
     *,
     item_column: str = "item_id",
-    text_columns: list[str],
+    text_columns: list[str] | None,
     format: str = "auto",
 ) -> dict[str, str]:
     """Read ``item -> text`` from a CSV/TSV or RecBole ``.item`` file.
 
-    The text is ``text_columns`` joined with spaces (empty values skipped); an item may have empty text.
+    The text is ``text_columns`` joined with spaces (empty values skipped; None: every column but the item
+    id's); an item may have empty text.
     """
-    if not text_columns:
+    if text_columns is not None and not text_columns:
         raise ConfigError("text_columns is empty; name at least one column holding item text (e.g. title)")
     table = _read_table(path, format)
     item = table.index(item_column, "set item_column to the column holding item ids")
+    if text_columns is None:
+        text_columns = [name for name in table.columns if name != item_column]
     fix = "set text_columns to columns of this file"
     indices = [table.index(name, fix) for name in text_columns]
     texts = [" ".join(row[i] for i in indices if row[i]) for row in table.rows]

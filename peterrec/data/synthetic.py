@@ -28,7 +28,7 @@ import os
 import re
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,10 @@ _ODD_ID_TEMPLATES = (
     'Say "Hello", World {n}',
     "Item {n} (Special Edition)",
 )
+THEMES = ("noir", "western", "space", "romance", "heist", "musical", "samurai", "zombie")
+FILLER_GENRES = ("drama", "comedy")
+TITLE_WORDS = ("The", "A", "Return of", "Night of", "Tales of", "Legend of")
+P_THEME_NOISE = 0.2  # a target item's theme word is replaced by a random one
 _START_TIME = 978_300_000  # 2001-01-01, MovieLens-like epoch seconds
 _SPAN_SECONDS = 30_000_000
 _HEADER = ("user_id", "item_id", "timestamp")
@@ -103,6 +107,8 @@ class SyntheticSample:
     source: list[tuple[str, str, int]]  # (user_id, item_id, timestamp) rows in file order
     target: list[tuple[str, str, int]]
     labels: list[tuple[str, str, str]]  # (user_id, gender, age)
+    pools: list[np.ndarray] = field(default_factory=list)  # source item indices of each group's pool
+    target_prefs: list[np.ndarray] = field(default_factory=list)  # preferred target items of each group
 
 
 def _randint(rng: np.random.Generator, n: int) -> int:
@@ -241,7 +247,45 @@ def simulate_sample(seed: int = 0, **sizes: int | float) -> SyntheticSample:
             age = _randint(rng, len(AGE_BUCKETS))
         labels.append((user_ids[u], gender, AGE_BUCKETS[age]))
 
-    return SyntheticSample(sz, source_ids, target_ids, user_ids, groups, source, target, labels)
+    return SyntheticSample(
+        sz, source_ids, target_ids, user_ids, groups, source, target, labels, pools, target_prefs
+    )
+
+
+def item_texts(sample: SyntheticSample, seed: int = 0) -> list[tuple[str, str, str]]:
+    """``(item_id, title, genres)`` of every source and target item, for the content (TransRec) encoders.
+
+    A source item's genres are the theme words of the partner pairs whose pool holds it; a target item's,
+    those of the pairs that prefer it, each replaced by a random theme with probability ``P_THEME_NOISE``;
+    every item also gets one filler genre at random. So the text of a target item tells which users click it,
+    through words that also describe source items: content transfers across the two vocabularies. Drawn
+    from their own stream (``[seed, 7]``), so the click files do not change.
+    """
+    rng = np.random.Generator(np.random.PCG64([seed, 7]))
+    pairs = sample.sizes.n_groups // 2
+    themes = [THEMES[p] if p < len(THEMES) else f"theme{p}" for p in range(pairs)]
+
+    def text(item_id: str, pair_set: set[int], noisy: bool) -> tuple[str, str, str]:
+        words = []
+        for p in sorted(pair_set):
+            if noisy and rng.random() < P_THEME_NOISE:
+                p = _randint(rng, pairs)
+            words.append(themes[p])
+        words.append(FILLER_GENRES[_randint(rng, len(FILLER_GENRES))])
+        return (
+            item_id,
+            f"{TITLE_WORDS[_randint(rng, len(TITLE_WORDS))]} {item_id}",
+            " ".join(dict.fromkeys(words)),
+        )
+
+    rows = []
+    for i, item_id in enumerate(sample.source_item_ids):
+        pair_set = {g // 2 for g, pool in enumerate(sample.pools) if i in set(pool.tolist())}
+        rows.append(text(item_id, pair_set, noisy=False))
+    for t, item_id in enumerate(sample.target_item_ids):
+        pair_set = {g // 2 for g, prefs in enumerate(sample.target_prefs) if t in set(prefs.tolist())}
+        rows.append(text(item_id, pair_set, noisy=True))
+    return rows
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -260,7 +304,8 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object
 
 
 def generate_sample(out_dir: str | Path, seed: int = 0, **sizes: int | float) -> dict:
-    """Write ``source.csv``, ``target.csv`` and ``labels.csv`` into ``out_dir`` and return their counts.
+    """Write ``source.csv``, ``target.csv``, ``labels.csv`` and ``items.csv`` (item text) into ``out_dir`` and
+    return their counts.
 
     ``sizes`` overrides fields of :class:`SampleSizes` (an unknown name is a ``TypeError``). The same seed and
     sizes always give byte-identical files.
@@ -275,6 +320,7 @@ def generate_sample(out_dir: str | Path, seed: int = 0, **sizes: int | float) ->
     _write_csv(out / "source.csv", _HEADER, sample.source)
     _write_csv(out / "target.csv", _HEADER, sample.target)
     _write_csv(out / "labels.csv", ("user_id", "gender", "age"), sample.labels)
+    _write_csv(out / "items.csv", ("item_id", "title", "genres"), item_texts(sample, seed))
 
     def n_ties(rows: list[tuple[str, str, int]]) -> int:
         return sum(a[0] == b[0] and a[2] == b[2] for a, b in zip(rows, rows[1:], strict=False))

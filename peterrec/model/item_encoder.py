@@ -116,6 +116,7 @@ class ItemEncoder(nn.Module):
 
     num_items: int
     channels: int
+    uses_content = False  # True: items are represented by content features (peterrec.model.content_encoder)
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         """(B, L) ids -> (B, L, C) vectors, special tokens included (their rows are masked later)."""
@@ -125,8 +126,9 @@ class ItemEncoder(nn.Module):
         """A new next-item softmax layer over this encoder's items (an :class:`ItemScorer`)."""
         raise NotImplementedError
 
-    def make_target_head(self, num_target_items: int) -> nn.Module:  # pragma: no cover - interface
-        """A new cold-start head scoring ``num_target_items`` items the backbone never saw."""
+    def make_target_head(self, num_target_items: int, features=None) -> nn.Module:  # pragma: no cover
+        """A new cold-start head scoring ``num_target_items`` items the backbone never saw (``features``:
+        their content, for encoders that read content)."""
         raise NotImplementedError
 
     def fresh(self) -> ItemEncoder:  # pragma: no cover - interface
@@ -189,7 +191,7 @@ class IdItemEncoder(ItemEncoder):
     def make_output(self) -> ItemOutput:
         return ItemOutput(self.num_items, self.channels, sparse=self.sparse)
 
-    def make_target_head(self, num_target_items: int) -> TargetItemHead:
+    def make_target_head(self, num_target_items: int, features=None) -> TargetItemHead:
         return TargetItemHead(self.channels, num_target_items)
 
     def fresh(self) -> IdItemEncoder:
@@ -201,29 +203,39 @@ class IdItemEncoder(ItemEncoder):
 
 EncoderFactory = Callable[..., ItemEncoder]
 ITEM_ENCODERS: dict[str, EncoderFactory] = {"id": IdItemEncoder}
+CONTENT_ITEM_ENCODERS: set[str] = set()  # names whose factory takes the items' content features
 
 
-def register_item_encoder(name: str, factory: EncoderFactory | None = None):
+def register_item_encoder(name: str, factory: EncoderFactory | None = None, *, uses_content: bool = False):
     """Register ``factory(num_items, channels, sparse=...)`` under ``name`` (usable as a decorator).
 
-    The name is then a valid ``model.item_encoder`` in pretraining configs.
+    The name is then a valid ``model.item_encoder`` in pretraining configs. ``uses_content``: the factory
+    also takes ``features=`` (a :class:`~peterrec.model.content_encoder.FeatureTable` of every item) and
+    ``hidden=``, built from the config's ``model.text`` section.
     """
 
     def register(f: EncoderFactory) -> EncoderFactory:
         ITEM_ENCODERS[name] = f
+        if uses_content:
+            CONTENT_ITEM_ENCODERS.add(name)
         return f
 
     return register(factory) if factory is not None else register
 
 
-def build_item_encoder(name: str, num_items: int, channels: int, sparse: bool = False) -> ItemEncoder:
-    """The registered encoder ``name`` for ``num_items`` real items."""
+def build_item_encoder(
+    name: str, num_items: int, channels: int, sparse: bool = False, **content: object
+) -> ItemEncoder:
+    """The registered encoder ``name`` for ``num_items`` real items (``content``: features, hidden)."""
     if name not in ITEM_ENCODERS:
         raise ValueError(f"unknown item encoder {name!r}; registered: {', '.join(ITEM_ENCODERS)}")
-    return ITEM_ENCODERS[name](num_items, channels, sparse=sparse)
+    if name not in CONTENT_ITEM_ENCODERS:
+        return ITEM_ENCODERS[name](num_items, channels, sparse=sparse)
+    return ITEM_ENCODERS[name](num_items, channels, sparse=sparse, **content)
 
 
 __all__ = [
+    "CONTENT_ITEM_ENCODERS",
     "ITEM_ENCODERS",
     "IdItemEncoder",
     "ItemEncoder",

@@ -45,9 +45,14 @@ class NextItemModel(nn.Module):
         return self.output(hidden)
 
 
-def build_next_item_model(model: ModelConfig, num_items: int, max_len: int) -> NextItemModel:
-    """A freshly initialised backbone of the configured shape and item encoder, with its softmax layer."""
-    encoder = build_item_encoder(model.item_encoder, num_items, model.channels, sparse=model.sparse_embedding)
+def build_next_item_model(model: ModelConfig, num_items: int, max_len: int, features=None) -> NextItemModel:
+    """A freshly initialised backbone of the configured shape and item encoder, with its softmax layer.
+
+    ``features``: the vocabulary's content feature rows (a content item encoder needs them)."""
+    content = {"features": features, "hidden": model.text.hidden}
+    encoder = build_item_encoder(
+        model.item_encoder, num_items, model.channels, sparse=model.sparse_embedding, **content
+    )
     backbone = NextItNet(
         num_items, model.channels, model.dilations, model.kernel_size, model.causal, item_encoder=encoder
     )

@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from peterrec.choices import STRATEGIES, Pooling, Strategy, TrainNorms, check_choice
+from peterrec.choices import STRATEGIES, AdapterModules, Pooling, Strategy, TrainNorms, check_choice
 from peterrec.model.adapters import adapter_options, adapters_of, add_adapters, load_base_state_dict
 from peterrec.model.adapters.base import Layers
 from peterrec.model.backbone import NextItNet, count_parameters
-from peterrec.tokens import CLS, PAD
+from peterrec.tokens import CLS, MASK, PAD
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,9 @@ class TransferModel(nn.Module):
     - ``first_last``: mean of the hidden states at the first and the last real positions (non-causal only).
     - ``mean``: mean over real positions, [PAD] excluded. Valid for a causal backbone too: position t then
       summarises the prefix up to t, and the mean weighs every prefix alike.
+    - ``next_item``: the backbone's next-item read-out, as pretraining scores the next item (causal: the
+      last position; non-causal: an appended [MASK]). With a content item encoder and its cold-start head
+      the untrained model is then exactly the zero-shot scorer, and finetuning starts from it.
     - ``auto``: ``cls_end``.
 
     The [CLS] vector is the item encoder's [CLS] row. With ``train_cls=True`` the model owns a separate
@@ -123,10 +126,11 @@ class TransferModel(nn.Module):
         """
         if seqs.dim() == 3:
             return self._windows_representation(seqs)
-        if self.pooling == "cls_end":
-            cls = torch.full((len(seqs), 1), CLS, dtype=seqs.dtype, device=seqs.device)
+        appended = {"cls_end": CLS, "next_item": None if self.backbone.causal else MASK}.get(self.pooling)
+        if appended is not None:
+            token = torch.full((len(seqs), 1), appended, dtype=seqs.dtype, device=seqs.device)
             # Appending on the right keeps the padding on the left, where the backbone expects it.
-            seqs = torch.cat([seqs, cls], dim=1)
+            seqs = torch.cat([seqs, token], dim=1)
         if self.layer_weights is None:
             return self._pool(self.backbone(seqs, self.cls_embedding), seqs)
         states = self.backbone.layer_states(seqs, self.cls_embedding)
@@ -137,7 +141,7 @@ class TransferModel(nn.Module):
 
     def _pool(self, hidden: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
         """(B, L, C) hidden states of ``seqs`` -> (B, C) as ``self.pooling`` says."""
-        if self.pooling == "cls_end":
+        if self.pooling in ("cls_end", "next_item"):
             return hidden[:, -1]
         real = seqs != PAD
         if self.pooling == "mean":
@@ -209,6 +213,7 @@ def apply_strategy(
     layers: Layers = "all",
     train_norms: TrainNorms = "ln2",
     seed: int = 0,
+    modules: AdapterModules = "backbone",
     **adapter_opts: Any,
 ) -> StrategyReport:
     """Prepare ``model`` in place for one transfer strategy and report its parameter counts.
@@ -218,8 +223,9 @@ def apply_strategy(
     (default ``bottleneck``, PeterRec's patches; its options, e.g. ``insertion``, ``ratio``,
     ``parallel_form``, as keywords) on ``layers``, drawn from ``seed`` too, and train it with the head and
     the block LayerNorms named by ``train_norms`` (``ln2``: the second of every block, as the original;
-    ``none``; ``all``). The global RNG is left as it was. Finally ``requires_grad`` is set on exactly the
-    tensors the strategy trains: the adapters' declared names, the head and a trainable [CLS].
+    ``none``; ``all``). ``modules`` puts the adapter into the backbone (default), a content item encoder
+    (``item_encoder``) or ``both``. The global RNG is left as it was. Finally ``requires_grad`` is set on
+    exactly the tensors the strategy trains: the adapters' declared names, the head and a trainable [CLS].
     """
     check_choice("strategy", strategy, Strategy)
     check_choice("train_norms", train_norms, TrainNorms)
@@ -230,7 +236,7 @@ def apply_strategy(
         if not plan.pretrained:
             reinitialise_backbone(model.backbone)
         if plan.adapted:
-            add_adapters(model, adapter, layers=layers, **vars(options))
+            add_adapters(model, adapter, layers=layers, modules=modules, **vars(options))
             if plan.norms and NORMS_TRAINED[train_norms]:
                 add_adapters(model, "unfreeze", parts=NORMS_TRAINED[train_norms])
         if plan.unfreeze_last:

@@ -76,8 +76,9 @@ class Task(Protocol):
         """One phrase naming what is measured, for the note under a compare table."""
 
     @classmethod
-    def load_head(cls, info: dict, base) -> nn.Module:
-        """A head of the recorded shape (its weights come from the patch file)."""
+    def load_head(cls, info: dict, base, extras: dict | None = None) -> nn.Module:
+        """A head of the recorded shape (its weights come from the patch file; ``extras``: what
+        :meth:`load_extras` read from the run, e.g. the target items' features)."""
 
     @classmethod
     def load_extras(cls, run_dir: Path) -> dict[str, Any]:

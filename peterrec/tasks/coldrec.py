@@ -16,12 +16,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from peterrec.checkpoint import save_weights
 from peterrec.choices import EVAL_SPLITS, SPLITS
 from peterrec.config import FinetuneConfig
 from peterrec.data import Vocabulary, group_sequences, left_pad, read_interactions, read_peterrec_lines
-from peterrec.errors import DataError
+from peterrec.errors import ConfigError, DataError
 from peterrec.evaluation.baselines import CooccurrenceKNNScorer, PopularityScorer
+from peterrec.evaluation.content_baselines import ContentKNNScorer, RandomScorer
 from peterrec.evaluation.metrics import per_user_ranking_metrics, ranking_metrics, sampled_ranks, target_ranks
+from peterrec.item_content import load_feature_table, read_texts
+from peterrec.model.content_encoder import FeatureTable
+from peterrec.model.transfer import TransferModel
 from peterrec.tasks.base import (
     SupervisedTask,
     UserSplit,
@@ -35,6 +40,43 @@ from peterrec.tokens import NUM_SPECIAL_TOKENS, PAD
 
 SAMPLED_NEGATIVES = 99
 TARGET_VOCAB_FILE = "target_vocab.json"
+TARGET_FEATURES_FILE = "target_item_features.safetensors"  # content backbones: the target items' features
+
+
+def target_features(config: FinetuneConfig, base, target_vocab: Vocabulary) -> FeatureTable | None:
+    """The target items' content features, by the backbone's featurizer (None for ID backbones).
+
+    The text comes from ``task.items`` or else the backbone's ``model.text.items``, read with its columns."""
+    if base.content is None:
+        return None
+    text_config = base.config.model.text
+    path = config.task.items or text_config.items
+    texts = read_texts(text_config, path)
+    items = target_vocab.decode(range(NUM_SPECIAL_TOKENS, len(target_vocab) + NUM_SPECIAL_TOKENS))
+    return base.content.rows_for(items, texts, text_config.missing, str(path or text_config.vectors))
+
+
+def target_head(base, num_target_items: int, features: FeatureTable | None) -> torch.nn.Module:
+    """The backbone's item encoder makes the head (content encoders also take the target items' features;
+    an encoder written for ID tables is called as before)."""
+    encoder = base.backbone.item_encoder
+    if features is None:
+        return encoder.make_target_head(num_target_items)
+    return encoder.make_target_head(num_target_items, features)
+
+
+def _same(inputs: torch.Tensor) -> torch.Tensor:
+    return inputs
+
+
+class _ModelScorer:
+    """A model as a baseline scorer (``scores(inputs)``), on the device of its parameters."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    def scores(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(inputs)
 
 
 def read_target_sequences(config: FinetuneConfig) -> dict[str, list[str]]:
@@ -57,7 +99,15 @@ class ColdRecTask(SupervisedTask):
     """Target items are scored by dot product with a new target-item table (the head)."""
 
     kind = "coldrec"
-    baseline_names = ("popularity", "cooccurrence_knn", "cooccurrence_knn_cosine")
+    # content_knn and zero_shot: only with a content backbone (model.item_encoder text / id+text)
+    baseline_names = (
+        "random",
+        "popularity",
+        "cooccurrence_knn",
+        "cooccurrence_knn_cosine",
+        "content_knn",
+        "zero_shot",
+    )
 
     def __init__(self, config: FinetuneConfig, base):
         targets_raw = read_target_sequences(config)
@@ -90,6 +140,8 @@ class ColdRecTask(SupervisedTask):
             inputs = input_matrix(seqs, config.data.max_len, config.task.history)
             splits[name] = UserSplit(part, inputs, rows, tgts, seqs)
         self.train_targets = [targets[u] for u in splits["train"].users]
+        self.base = base
+        self.target_features = target_features(config, base, self.target_vocab)
         super().__init__(splits, config.train.batch_size)
 
     @property
@@ -97,8 +149,9 @@ class ColdRecTask(SupervisedTask):
         return len(self.target_vocab)
 
     def make_head(self, base) -> torch.nn.Module:
-        """The item encoder's cold-start head over the target items (ID tables: a new target table)."""
-        return base.backbone.item_encoder.make_target_head(self.num_target_items)
+        """The item encoder's cold-start head over the target items (ID tables: a new target table; content
+        encoders: the target items' features through the encoder)."""
+        return target_head(base, self.num_target_items, self.target_features)
 
     def example_loss(self, model, inputs, targets, generator) -> torch.Tensor:
         """Mean loss over every target click in the batch; ``targets`` is (B, T), PAD-padded."""
@@ -161,19 +214,41 @@ class ColdRecTask(SupervisedTask):
         train_sources = self.splits["train"].sequences
         args = (train_sources, self.train_targets, self.num_source_items, self.num_target_items)
         scorers = {
+            "random": RandomScorer(self.num_target_items, seed=self.seed),
             "popularity": PopularityScorer(self.train_targets, self.num_target_items),
             # plain co-occurrence counts (the usual kNN row) and the cosine-normalised, stronger variant
             "cooccurrence_knn": CooccurrenceKNNScorer(*args, normalization="count"),
             "cooccurrence_knn_cosine": CooccurrenceKNNScorer(*args, normalization="cosine"),
         }
+        if self.target_features is not None:
+            scorers.update(self.content_scorers())
         rows, test_values = {}, {}
         for name, scorer in scorers.items():
             rows[name] = {}
+            device, view = (self.base_device, _same) if isinstance(scorer, _ModelScorer) else ("cpu", as_rows)
             for split in EVAL_SPLITS:
-                ranks = self.rank(lambda inputs, s=scorer: s.scores(as_rows(inputs)), split, "cpu")
+                ranks = self.rank(lambda inputs, s=scorer, v=view: s.scores(v(inputs)), split, device)
                 rows[name].update({self._label(split) + k: v for k, v in ranking_metrics(ranks).items()})
             test_values[name] = per_user_ranking_metrics(ranks)  # EVAL_SPLITS ends with test
         return rows, test_values
+
+    def content_scorers(self) -> dict:
+        """Rows of a content backbone: the content kNN (target items by cosine similarity of their features
+        to the mean of the user's source items' features) and the zero-shot model (the pretrained backbone
+        and encoder score the target items, nothing trained on the target domain)."""
+        knn = ContentKNNScorer(self.base.content.features.to_matrix(), self.target_features.to_matrix())
+        return {"content_knn": knn, "zero_shot": _ModelScorer(self.zero_shot_model())}
+
+    def zero_shot_model(self) -> TransferModel:
+        """The pretrained backbone reading out its next-item state, scoring the target items through its
+        content encoder with a zero bias: what it predicts with no target training. (A finetune run with
+        ``strategy.pooling: next_item`` starts from exactly this model.)"""
+        if self.target_features is None:
+            raise ConfigError(
+                f"{self.base.run_dir}: zero-shot cold start needs a backbone pretrained with a content item "
+                f"encoder (model.item_encoder text or id+text), not {self.base.config.model.item_encoder!r}"
+            )
+        return TransferModel(self.base.backbone, self.make_head(self.base), pooling="next_item").eval()
 
     def describe(self) -> dict:
         return {
@@ -183,9 +258,16 @@ class ColdRecTask(SupervisedTask):
             "eval": self.eval_protocol,
         }
 
+    @property
+    def base_device(self) -> torch.device:
+        return next(self.base.backbone.parameters()).device
+
     def save_files(self, run_dir: Path) -> list[str]:
         self.target_vocab.save(run_dir / TARGET_VOCAB_FILE)
-        return [TARGET_VOCAB_FILE]
+        if self.target_features is None:
+            return [TARGET_VOCAB_FILE]
+        save_weights(run_dir / TARGET_FEATURES_FILE, self.target_features.tensors())
+        return [TARGET_VOCAB_FILE, TARGET_FEATURES_FILE]
 
     @classmethod
     def resolve_monitor(cls, task_config, monitor: str) -> str:
@@ -202,12 +284,15 @@ class ColdRecTask(SupervisedTask):
         return "full ranking over all target items"
 
     @classmethod
-    def load_head(cls, info: dict, base) -> torch.nn.Module:
-        return base.backbone.item_encoder.make_target_head(info["target_items"])
+    def load_head(cls, info: dict, base, extras: dict | None = None) -> torch.nn.Module:
+        return target_head(base, info["target_items"], (extras or {}).get("target_features"))
 
     @classmethod
     def load_extras(cls, run_dir: Path) -> dict[str, Any]:
-        return {"target_vocab": Vocabulary.load(run_dir / TARGET_VOCAB_FILE)}
+        extras: dict[str, Any] = {"target_vocab": Vocabulary.load(run_dir / TARGET_VOCAB_FILE)}
+        if (run_dir / TARGET_FEATURES_FILE).is_file():
+            extras["target_features"] = load_feature_table(run_dir / TARGET_FEATURES_FILE)
+        return extras
 
     @classmethod
     def recommend(cls, run, users: list[str], inputs: torch.Tensor, top_k: int) -> Iterator[dict]:

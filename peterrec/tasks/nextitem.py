@@ -83,7 +83,7 @@ class NextItemTask(TaskDefaults):
         return "full ranking over all items, history excluded (leave-last-out)"
 
     @classmethod
-    def load_head(cls, info: dict, base) -> NextItemHead:
+    def load_head(cls, info: dict, base, extras: dict | None = None) -> NextItemHead:
         return NextItemHead(copy.deepcopy(base.output))
 
     @classmethod

@@ -149,7 +149,7 @@ class ProfileTask(SupervisedTask):
         return "classification of held-out users"
 
     @classmethod
-    def load_head(cls, info: dict, base) -> ClassifierHead:
+    def load_head(cls, info: dict, base, extras: dict | None = None) -> ClassifierHead:
         return ClassifierHead(base.backbone.channels, len(info["classes"]))
 
     @classmethod

@@ -88,22 +88,44 @@ def add_adapters(
 ) -> Adapter:
     """Add an adapter of ``kind`` to the backbone of ``model`` in place and return it.
 
+    ``modules``: the ``backbone`` (default), a content item encoder (``item_encoder``: a bottleneck branch
+    on the projected item vectors) or ``both``; ``auto`` is ``both`` with a content encoder and a
+    bottleneck kind, else ``backbone``.
     ``layers`` picks residual blocks (``all``, ``first_half``, ``last_half``, ``every_other`` or a list of
     indices); ``options`` are the kind's own (e.g. ``insertion``, ``ratio`` for ``bottleneck``). The
     adapter's ``trainable_names`` are relative to the backbone. Random draws (new layers) come from the
     global RNG, in block order.
     """
     check_choice("modules", modules, AdapterModules)
-    if modules != "backbone":
-        raise ValueError(
-            f"modules={modules!r}: the ID item encoder has no layers to adapt; adapters go into the backbone"
-        )
     cls = adapter_class(kind)
     backbone = backbone_of(model)
+    if modules == "auto":  # into a content item encoder too, where there is one (and the kind fits it)
+        content = getattr(backbone.item_encoder, "uses_content", False) and kind == "bottleneck"
+        modules = "both" if content else "backbone"
+    if modules != "backbone":
+        _check_item_encoder_adapter(backbone.item_encoder, kind, modules)
     adapter = cls(adapter_options(kind, options), select_layers(layers, len(backbone.blocks)))
-    adapter.trainable_names = adapter.attach(backbone)
+    adapter.modules = modules
+    names = adapter.attach(backbone) if modules != "item_encoder" else []
+    if modules != "backbone":
+        names += [f"item_encoder.{n}" for n in backbone.item_encoder.add_adapter(adapter.options.ratio)]
+    adapter.trainable_names = names
     backbone.adapters = [*getattr(backbone, "adapters", []), adapter]
     return adapter
+
+
+def _check_item_encoder_adapter(encoder: nn.Module, kind: str, modules: str) -> None:
+    """Adapters go into content item encoders only, and only the bottleneck kind (a branch on the
+    projected item vector)."""
+    if not getattr(encoder, "uses_content", False):
+        raise ValueError(
+            f"modules={modules!r}: the ID item encoder has no layers to adapt; adapters go into the backbone "
+            "(content encoders, model.item_encoder text or id+text, take them)"
+        )
+    if kind != "bottleneck":
+        raise ValueError(
+            f"modules={modules!r}: only bottleneck adapters go into the item encoder, not {kind!r}"
+        )
 
 
 def adapters_of(model: nn.Module) -> list[Adapter]:
@@ -113,7 +135,12 @@ def adapters_of(model: nn.Module) -> list[Adapter]:
 
 def add_adapter_specs(model: nn.Module, specs: list[dict]) -> list[Adapter]:
     """Re-create adapters from their recorded :meth:`Adapter.spec` (loading a run)."""
-    return [add_adapters(model, s["kind"], layers=s["layers"], **s["options"]) for s in specs]
+    return [
+        add_adapters(
+            model, s["kind"], layers=s["layers"], modules=s.get("modules", "backbone"), **s["options"]
+        )
+        for s in specs
+    ]
 
 
 __all__ = [

@@ -41,6 +41,7 @@ class Adapter(ABC):
     def __init__(self, options: Any, layers: list[int]):
         self.options = options
         self.layers = layers
+        self.modules = "backbone"  # or "item_encoder" / "both" (content item encoders, add_adapters)
         self.trainable_names: list[str] = []
 
     @abstractmethod
@@ -57,8 +58,10 @@ class Adapter(ABC):
         return None
 
     def spec(self) -> dict:
-        """What re-creates this adapter: kind, layers and options (recorded in a run's manifest)."""
-        return {"kind": self.kind, "layers": list(self.layers), "options": dataclasses.asdict(self.options)}
+        """What re-creates this adapter: kind, layers, options (and modules, where not the backbone alone),
+        recorded in a run's manifest."""
+        spec = {"kind": self.kind, "layers": list(self.layers), "options": dataclasses.asdict(self.options)}
+        return spec if self.modules == "backbone" else {**spec, "modules": self.modules}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(layers={self.layers}, options={self.options})"
