@@ -226,6 +226,10 @@ class ContentItemEncoder(ItemEncoder):
         if with_ids:
             self.ids = nn.Embedding(num_items + NUM_SPECIAL_TOKENS, channels)
             trunc_normal_(self.ids.weight)
+            # id+text starts as the ID model: the content part is zero at init (its last layer) and grows
+            # where it helps. At its default scale the text vectors are ~15x the ID rows' (std 0.02) and
+            # slowed pretraining down (ML-100K valid NDCG@10 0.083 against 0.106 for ID alone).
+            nn.init.zeros_(self.projection.second.weight)
         # Adapters added with add_adapters(..., modules="item_encoder" | "both"): v + branch(v).
         self.adapters = nn.ModuleList()
 
