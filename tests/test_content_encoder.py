@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 from conftest import REPO_ROOT, SAMPLE_CONFIG, TINY_OVERRIDES, set_args
 
 from peterrec.checkpoint import load_weights
@@ -317,7 +318,19 @@ def test_a_new_target_item_of_a_coldrec_run_is_scored_from_its_text(coldrec_run,
     table = FeatureTable.from_matrix(features)
     with torch.no_grad():
         user = run.model.user_representation(seqs)
-        vector = run.backbone.item_encoder.content_vectors(table, torch.tensor([0]))[0]
+        # plus the head's trained weights of the words no source item has (zero at init)
+        words, offsets, values = table.bag(torch.tensor([0]))
+        mapped = head.column_map[words]
+        assert head.new_words is not None and bool((mapped >= 0).any())
+        assert torch.count_nonzero(head.new_words) > 0
+        extra = F.embedding_bag(
+            mapped.clamp(min=0),
+            head.new_words,
+            offsets,
+            mode="sum",
+            per_sample_weights=values * (mapped >= 0),
+        )
+        vector = run.backbone.item_encoder.content_vectors(table, torch.tensor([0]), extra)[0]
         scores = run.model(seqs)
     column = run.target_vocab.id_of(known) - NUM_SPECIAL_TOKENS
     assert head.bias[-1].item() == 0.0 and head.bias[column].item() != 0.0

@@ -541,8 +541,15 @@ def build_rows(
                 ]
     # Every run records the baselines; those of the first strategy's runs stand for each backbone's.
     recorded = {f: {label: picked[f, label, strategies[0]] for label in labels} for f in fractions}
-    baselines = list(records[0].per_user.get("baselines", {}))
+    # In task order, those of any backbone: a content backbone records rows (zero_shot, content_knn) that an
+    # ID backbone has not; such a row appears for the backbones that recorded it.
+    baselines = list(dict.fromkeys(b for r in records for b in r.per_user.get("baselines", {})))
     shared = {b for b in baselines if all(backbone_free(b, recorded[f]) for f in fractions)}
+    has = {
+        (b, label): b in recorded[fractions[0]][label][0].per_user.get("baselines", {})
+        for b in baselines
+        for label in labels
+    }
     rows = []
     for fraction in fractions:
         check_same_users(recorded[fraction])
@@ -552,7 +559,7 @@ def build_rows(
             for label in labels
         }
         for b in baselines:
-            for label in labels[:1] if b in shared else labels:
+            for label in labels[:1] if b in shared else [label for label in labels if has[b, label]]:
                 name = b if b in shared else row_name(b, label)
                 sources[name] = (None if b in shared else label, recorded[fraction][label], b)
         name = reference_row(reference, list(sources), labels[0])

@@ -175,13 +175,18 @@ class ContentProjection(nn.Module):
         nn.init.uniform_(self.second.weight, -bound, bound)
         nn.init.zeros_(self.second.bias)
 
-    def forward(self, table: FeatureTable, rows: torch.Tensor) -> torch.Tensor:
-        """Vectors (n, C) of feature rows ``rows`` (n,)."""
+    def forward(
+        self, table: FeatureTable, rows: torch.Tensor, extra_first: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Vectors (n, C) of feature rows ``rows`` (n,); ``extra_first`` (n, hidden) is added to the first
+        layer's output (the cold-start head's weights for words the encoder never trained)."""
         if self.sparse:
             columns, offsets, values = table.bag(rows)
             first = self.first(columns, offsets, per_sample_weights=values.to(self.first.weight.dtype))
         else:
             first = self.first(table.dense[rows].to(self.first.weight.dtype))
+        if extra_first is not None:
+            first = first + extra_first.to(first.dtype)
         return self.second(F.gelu(first + self.first_bias))
 
 
@@ -233,9 +238,11 @@ class ContentItemEncoder(ItemEncoder):
         # Adapters added with add_adapters(..., modules="item_encoder" | "both"): v + branch(v).
         self.adapters = nn.ModuleList()
 
-    def content_vectors(self, table: FeatureTable, rows: torch.Tensor) -> torch.Tensor:
+    def content_vectors(
+        self, table: FeatureTable, rows: torch.Tensor, extra_first: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Projected (and adapted) vectors (n, C) of feature rows ``rows`` of ``table``."""
-        vectors = self.projection(table, rows)
+        vectors = self.projection(table, rows, extra_first)
         for adapter in self.adapters:
             vectors = vectors + adapter(vectors)
         return vectors
@@ -373,8 +380,14 @@ class ContentTargetHead(nn.Module):
 
     ``scores = user @ vectors.T + bias``, the vectors computed by the (frozen or adapted) encoder from the
     target items' own features; with an ``id+text`` encoder each target item also gets a new ID row
-    (``ids``, zero at init, so the head starts from content alone). The bias starts at zero. At init the
-    head is what a pretrained model scores zero-shot.
+    (``ids``, zero at init, so the head starts from content alone). The bias starts at zero.
+
+    ``new_words`` are the first-layer weights of the sparse features (words) that the target items have and
+    none of the encoder's own items had: the pretrained encoder holds zeros there, never trained
+    (:class:`ContentProjection`). They are new parameters of the target domain, like the head, so every
+    strategy trains them (zero at init): a frozen encoder then still learns what the target-only words
+    (ML-100K's "Children's", "Animation", new title words) mean, without changing one pretrained weight.
+    At init the head is what the pretrained model scores zero-shot.
     """
 
     def __init__(self, encoder: ContentItemEncoder, features: FeatureTable):
@@ -386,14 +399,33 @@ class ContentTargetHead(nn.Module):
         self.ids: nn.Parameter | None = None
         if encoder.with_ids:
             self.ids = nn.Parameter(torch.zeros(self.num_items, encoder.channels))
+        self.new_words: nn.Parameter | None = None
+        column_map = torch.full((features.dim,), -1, dtype=torch.int64)
+        if features.sparse and encoder.features.sparse:
+            new = torch.nonzero(encoder.features.unused_columns() & ~features.unused_columns()).flatten()
+            column_map[new] = torch.arange(len(new))
+            if len(new):
+                self.new_words = nn.Parameter(torch.zeros(len(new), encoder.hidden))
+        self.register_buffer("column_map", column_map.to(self.bias.device), persistent=False)
 
     @property
     def encoder(self) -> ContentItemEncoder:
         return self._encoder[0]
 
     def vectors_of(self, columns: torch.Tensor) -> torch.Tensor:
-        vectors = self.encoder.content_vectors(self.features, columns)
+        vectors = self.encoder.content_vectors(self.features, columns, self._new_word_activations(columns))
         return vectors if self.ids is None else vectors + self.ids[columns]
+
+    def _new_word_activations(self, columns: torch.Tensor) -> torch.Tensor | None:
+        """(n, hidden): the ``new_words`` weights summed over each item's target-only words, or None."""
+        if self.new_words is None:
+            return None
+        words, offsets, values = self.features.bag(columns)
+        mapped = self.column_map[words]
+        values = values.to(self.new_words.dtype) * (mapped >= 0)
+        return F.embedding_bag(
+            mapped.clamp(min=0), self.new_words, offsets, mode="sum", per_sample_weights=values
+        )
 
     def forward(self, user: torch.Tensor) -> torch.Tensor:
         columns = torch.arange(self.num_items, device=user.device)
