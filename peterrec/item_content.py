@@ -116,7 +116,7 @@ class ItemContent:
         return [*names, FEATURES_FILE]
 
 
-def build_item_content(text_config, vocab) -> ItemContent:
+def build_item_content(text_config, vocab, progress: bool = True) -> ItemContent:
     """Fit the configured featurizer on the text of every item in the item file; the vocabulary's rows."""
     texts = read_texts(text_config)
     featurizer = fit_featurizer(
@@ -125,6 +125,7 @@ def build_item_content(text_config, vocab) -> ItemContent:
         hashing_features=text_config.hashing_features,
         vectors=text_config.vectors,
         vector_ids=text_config.vector_ids,
+        progress=progress,
     )
     items = vocab.decode(range(NUM_SPECIAL_TOKENS, len(vocab) + NUM_SPECIAL_TOKENS))
     source = text_config.items or text_config.vectors

@@ -38,9 +38,22 @@ def pretrain_summary(run_dir: Path) -> str:
         f"{params['total']:,} parameters ({params['backbone']:,} backbone); "
         f"best epoch {manifest.best_epoch}/{manifest.epochs_run}; "
         f"train {manifest.train_seconds} s, {manifest.tokens_per_s} tokens/s on {manifest.device}"
+        f"{item_encoder_fact(run_dir)}"
     )
     table = markdown_table(["method (full ranking, history excluded)", *PRETRAIN_COLUMNS], rows)
     return f"{table}\n\n{facts}"
+
+
+def item_encoder_fact(run_dir: Path) -> str:
+    """``; items as text: ...`` for a backbone with a content item encoder, else empty."""
+    from peterrec.config import PretrainConfig, load_config
+
+    model = load_config(PretrainConfig, Path(run_dir) / "config.yaml").model
+    if model.item_encoder == "id":
+        return ""
+    text = model.text
+    columns = ", ".join(text.columns) if text.columns else "every text column"
+    return f"; items: {model.item_encoder} ({text.features} features of {columns})"
 
 
 def primary_columns(metrics: dict) -> list[str]:

@@ -114,7 +114,7 @@ def run_pretrain(config: PretrainConfig, out: str | Path | None = None, resume: 
     logger.info("data: %s", data.stats())
     content = None
     if config.model.item_encoder in CONTENT_ITEM_ENCODERS:
-        content = build_item_content(config.model.text, data.vocab)
+        content = build_item_content(config.model.text, data.vocab, progress=config.train.progress)
         logger.info(
             "item content: %s features, %d dimensions", content.featurizer.kind, content.featurizer.dim
         )
