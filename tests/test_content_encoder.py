@@ -476,3 +476,32 @@ def test_future_items_do_not_reach_the_past_through_the_text_encoder(causal, wit
         assert diff == 0.0
     else:
         assert diff > 1e-4
+
+
+# --- every strategy on a content backbone ---
+
+
+@pytest.mark.parametrize(
+    "strategy, extra",
+    [
+        ("fine_all", ()),
+        ("fine_cls", ()),
+        ("fine_last1", ()),
+        ("fine_last2", ()),
+        ("peter_zero", ("adapter.modules=both",)),
+        ("scratch", ()),
+        ("adapter", ("adapter.kind=lora", "adapter.modules=auto")),
+    ],
+)
+def test_every_strategy_trains_and_reloads_on_a_text_backbone(text_backbone, tmp_path, strategy, extra):
+    out = run_finetune(coldrec_config(*extra), text_backbone, strategy=strategy, out=tmp_path / strategy)
+    manifest = read_manifest(out)
+    assert manifest.metrics["test/ndcg@10"] > 0
+    run = load_run(out)
+    task = build_task(run.config, run.base)
+    assert test_metrics(task.evaluate(run.model, "test", "cpu")[0]) == test_metrics(manifest.metrics)
+    # what the strategy froze is the pretrained encoder, bit for bit
+    pristine = load_backbone(text_backbone).backbone.item_encoder.projection.state_dict()
+    projection = run.backbone.item_encoder.projection.state_dict()
+    changed = {k for k, v in pristine.items() if not torch.equal(v, projection[k])}
+    assert bool(changed) == (strategy in ("fine_all", "peter_zero", "scratch")), changed

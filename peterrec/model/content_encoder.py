@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from peterrec.model.init import trunc_normal_
-from peterrec.model.item_encoder import ItemEncoder, positive_size, register_item_encoder
+from peterrec.model.item_encoder import ItemEncoder, positive_size, register_item_encoder, score_columns
 from peterrec.tokens import NUM_SPECIAL_TOKENS
 
 SPARSE_KEYS = ("indptr", "indices", "values")
@@ -157,7 +157,7 @@ class ContentProjection(nn.Module):
         unused: torch.Tensor | None = None,
     ):
         super().__init__()
-        self.sparse = sparse
+        self.sparse_features = sparse  # not ``sparse``: that names sparse-gradient tables (SparseAdam)
         if sparse:
             self.first = nn.EmbeddingBag(dim, hidden, mode="sum")
         else:
@@ -180,7 +180,7 @@ class ContentProjection(nn.Module):
     ) -> torch.Tensor:
         """Vectors (n, C) of feature rows ``rows`` (n,); ``extra_first`` (n, hidden) is added to the first
         layer's output (the cold-start head's weights for words the encoder never trained)."""
-        if self.sparse:
+        if self.sparse_features:
             columns, offsets, values = table.bag(rows)
             first = self.first(columns, offsets, per_sample_weights=values.to(self.first.weight.dtype))
         else:
@@ -360,12 +360,7 @@ class ContentItemOutput(nn.Module):
         """Scores of the requested columns only: (N, C) with (S,) or (N, S) columns -> (N, S)."""
         distinct, inverse = torch.unique(columns, return_inverse=True)
         weight = self.encoder.vectors_of(distinct + NUM_SPECIAL_TOKENS)[inverse]
-        bias = self.bias[columns]
-        if columns.dim() == 1:
-            return F.linear(hidden, weight, bias)
-        if columns.dim() == 2:
-            return torch.einsum("nc,nsc->ns", hidden, weight) + bias
-        raise ValueError(f"columns must be 1-D or 2-D, got shape {tuple(columns.shape)}")
+        return score_columns(hidden, weight, self.bias[columns], columns)
 
     def with_new_items(self, added: int) -> None:
         """Zero biases for ``added`` items appended to the encoder."""
@@ -434,9 +429,7 @@ class ContentTargetHead(nn.Module):
     def logits_for(self, user: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
         distinct, inverse = torch.unique(columns, return_inverse=True)
         weight = self.vectors_of(distinct)[inverse]
-        if columns.dim() == 1:
-            return F.linear(user, weight, self.bias[columns])
-        return torch.einsum("nc,nsc->ns", user, weight) + self.bias[columns]
+        return score_columns(user, weight, self.bias[columns], columns)
 
     def with_new_items(self, features: FeatureTable) -> None:
         """Append target items scored from their content alone (zero bias and ID rows)."""

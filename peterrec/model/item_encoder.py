@@ -48,6 +48,18 @@ class ItemScorer(Protocol):
     def logits_for(self, hidden: torch.Tensor, columns: torch.Tensor) -> torch.Tensor: ...
 
 
+def score_columns(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, columns: torch.Tensor
+) -> torch.Tensor:
+    """``hidden`` (N, C) against the gathered rows ``weight`` of ``columns``: (S, C) for shared columns (S,),
+    (N, S, C) for per-row columns (N, S); returns (N, S) logits with ``bias`` (the columns' biases) added."""
+    if columns.dim() == 1:
+        return F.linear(hidden, weight, bias)
+    if columns.dim() == 2:
+        return torch.einsum("nc,nsc->ns", hidden, weight) + bias
+    raise ValueError(f"columns must be 1-D or 2-D, got shape {tuple(columns.shape)}")
+
+
 class ItemOutput(nn.Module):
     """Softmax layer over items: ``logits = hidden @ weight.T + bias``, column j is item id j + 4.
 
@@ -83,12 +95,7 @@ class ItemOutput(nn.Module):
         needed are gathered; the full (N, num_items) product is never formed.
         """
         weight = F.embedding(columns, self.weight, sparse=self.sparse)
-        bias = self.bias[columns]
-        if columns.dim() == 1:
-            return F.linear(hidden, weight, bias)
-        if columns.dim() == 2:
-            return torch.einsum("nc,nsc->ns", hidden, weight) + bias
-        raise ValueError(f"columns must be 1-D or 2-D, got shape {tuple(columns.shape)}")
+        return score_columns(hidden, weight, self.bias[columns], columns)
 
     def extra_repr(self) -> str:
         return f"num_items={self.num_items}, channels={self.channels}"
