@@ -38,12 +38,21 @@ ORDER = ["default", "no-layer-mix", "pooling-cls_end", "stop-on-accuracy", "clas
 LONG = {"gender": ["one-long-window"]}
 
 
+def variant(name: str, shipped_class_weights: str) -> tuple[str, list[str]]:
+    """What a variant changes; the class-weights variant is the other setting than the shipped config's (age
+    ships balanced weights since they were measured with every strategy)."""
+    if name == "class-weights" and shipped_class_weights == "balanced":
+        return ("task.class_weights: none", ["task.class_weights=none"])
+    return VARIANTS[name]
+
+
 def ablate(out: Path, task: str, variants: list[str]) -> str:
     config_path = ROOT / "configs" / "finetune" / f"ml100k_{task}.yaml"
     backbone = out / "backbone-all"
     results = {}
+    shipped = load_config(FinetuneConfig, config_path).task.class_weights
     for name in variants:
-        overrides = [*QUIET, *VARIANTS[name][1]]
+        overrides = [*QUIET, *variant(name, shipped)[1]]
         where = out / task if name == "default" else out / f"{task}-ablation-{name}"
         config = load_config(FinetuneConfig, config_path, overrides)
         results[name] = run_compare(config, backbone, STRATEGIES, [0], out=where, jobs=2)
@@ -64,9 +73,8 @@ def ablate(out: Path, task: str, variants: list[str]) -> str:
             seconds = np.mean([r.manifest.seconds_per_epoch or 0.0 for r in runs])
             rss = np.mean([r.usage.get("peak_rss_mb") or 0.0 for r in runs])
             epochs = np.mean([r.manifest.best_epoch for r in runs])
-            rows.append(
-                [strategy, VARIANTS[name][0], value, ci, f"{epochs:.1f}", f"{seconds:.2f}", f"{rss:.0f}"]
-            )
+            what = variant(name, shipped)[0]
+            rows.append([strategy, what, value, ci, f"{epochs:.1f}", f"{seconds:.2f}", f"{rss:.0f}"])
     header = [
         "strategy",
         "variant",
