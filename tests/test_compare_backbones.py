@@ -10,10 +10,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_CONFIG, TINY_OVERRIDES, set_args
+from conftest import REPO_ROOT, SAMPLE_CONFIG, TINY_OVERRIDES, set_args
 from test_compare import STRATEGIES, child_env, compare_args, invoke, parse_table  # noqa: F401 (a fixture)
 
-from peterrec.commands.compare import backbone_labels
+from peterrec.commands.compare import backbone_labels, saved_config_is
+from peterrec.config import FinetuneConfig, dump_config, load_config
 from peterrec.errors import PeterRecError
 from peterrec.runs import WEIGHTS_FILE
 
@@ -220,3 +221,16 @@ def test_labels_are_directory_names_made_unique_by_their_parents():
     assert backbone_labels(["/a/b", "/x/a/b"]) == ["a/b", "x/a/b"]
     with pytest.raises(PeterRecError, match="same directory"):
         backbone_labels(["ckpt/ar", "ckpt/../ckpt/ar"])
+
+
+def test_a_run_saved_before_a_key_existed_counts_as_the_same_config(tmp_path):
+    config = load_config(FinetuneConfig, REPO_ROOT / "configs" / "finetune" / "sample_coldrec.yaml")
+    expected = dump_config(config)
+    older = "\n".join(line for line in expected.splitlines() if not line.strip().startswith("items:"))
+    assert older != expected  # the key the older run lacks
+    (tmp_path / "config.yaml").write_text(older + "\n", encoding="utf-8")
+    assert saved_config_is(tmp_path, expected)
+    (tmp_path / "config.yaml").write_text(expected.replace("lr: 0.002", "lr: 0.003"), encoding="utf-8")
+    assert not saved_config_is(tmp_path, expected)
+    (tmp_path / "config.yaml").write_text("task: [not, a, mapping]\n", encoding="utf-8")
+    assert not saved_config_is(tmp_path, expected)

@@ -293,6 +293,16 @@ def backbone_sha(backbone_dir: Path) -> str:
     return read_manifest(backbone_dir).sha256.get(WEIGHTS_FILE, "")
 
 
+def saved_config_is(run_dir: Path, expected: str) -> bool:
+    """Whether the run's saved config means ``expected``: both read with today's loader, so a run saved before
+    a key was added (and so without it, at its default) still counts as the same config."""
+    try:
+        saved = load_config(FinetuneConfig, run_dir / "config.yaml")
+    except PeterRecError:
+        return False
+    return dump_config(saved) == expected
+
+
 def ensure_run(
     config: FinetuneConfig, backbone_dir: Path, spec: RunSpec, run_dir: Path, threads: int | None = None
 ) -> RunRecord:
@@ -303,8 +313,7 @@ def ensure_run(
     )
     if run_dir.is_dir():
         manifest = read_manifest(run_dir)
-        same_config = (run_dir / "config.yaml").read_text(encoding="utf-8") == expected
-        if not same_config or manifest.base.sha256 != backbone_sha(backbone_dir):
+        if not saved_config_is(run_dir, expected) or manifest.base.sha256 != backbone_sha(backbone_dir):
             raise CheckpointError(
                 f"{run_dir}: a finished run from another config or backbone is there; "
                 "delete it or pass another --out"
