@@ -63,39 +63,27 @@ def feature_table(
         logger.warning(
             "%s: %d of %d items have no content; they get empty rows", source, len(lacking), len(items)
         )
-    positions = [i for i, item in enumerate(items) if item in have]
-    known = [items[i] for i in positions]
+    positions = [special_rows + i for i, item in enumerate(items) if item in have]
+    known = [item for item in items if item in have]
     matrix = featurizer.transform(known, [texts.get(item, "") for item in known]) if known else None
-    rows = _place_rows(matrix, positions, len(items), featurizer)
-    if special_rows:
-        rows = _stack(_empty_rows(special_rows, featurizer), rows)
-    return FeatureTable.from_matrix(rows)
-
-
-def _empty_rows(count: int, featurizer: Featurizer):
-    if featurizer.sparse:
-        return sp.csr_matrix((count, featurizer.dim), dtype=np.float32)
-    return np.zeros((count, featurizer.dim), dtype=np.float32)
-
-
-def _stack(top, bottom):
-    return sp.vstack([top, bottom], format="csr") if sp.issparse(top) else np.vstack([top, bottom])
+    return FeatureTable.from_matrix(_place_rows(matrix, positions, special_rows + len(items), featurizer))
 
 
 def _place_rows(matrix, positions: list[int], total: int, featurizer: Featurizer):
-    """``matrix``'s rows at ``positions`` of a ``total``-row matrix, empty rows elsewhere."""
-    if matrix is not None and len(positions) == total:
-        return (
-            sp.csr_matrix(matrix, dtype=np.float32) if featurizer.sparse else np.asarray(matrix, np.float32)
-        )
+    """``matrix``'s rows at ``positions`` of a ``total``-row matrix (CSR or dense, float32), empty rows
+    elsewhere (the special tokens', and items without content)."""
+    if not featurizer.sparse:
+        rows = np.zeros((total, featurizer.dim), dtype=np.float32)
+        if matrix is not None:
+            rows[positions] = matrix
+        return rows
+    if matrix is None:
+        return sp.csr_matrix((total, featurizer.dim), dtype=np.float32)
     placement = sp.csr_matrix(
         (np.ones(len(positions), dtype=np.float32), (positions, np.arange(len(positions)))),
         shape=(total, len(positions)),
     )
-    if matrix is None:
-        return _empty_rows(total, featurizer)
-    placed = placement @ sp.csr_matrix(matrix)
-    return placed.tocsr().astype(np.float32) if featurizer.sparse else placed.toarray().astype(np.float32)
+    return placement @ sp.csr_matrix(matrix, dtype=np.float32)
 
 
 @dataclass
