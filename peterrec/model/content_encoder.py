@@ -36,6 +36,13 @@ from peterrec.tokens import NUM_SPECIAL_TOKENS
 SPARSE_KEYS = ("indptr", "indices", "values")
 
 
+def with_zero_rows(tensor: torch.Tensor, added: int) -> nn.Parameter:
+    """A new parameter: ``tensor``'s rows, then ``added`` rows of zeros (items added after training have no
+    trained bias or ID row)."""
+    zeros = tensor.new_zeros(added, *tensor.shape[1:])
+    return nn.Parameter(torch.cat([tensor.detach(), zeros]))
+
+
 class FeatureTable(nn.Module):
     """Frozen feature rows (row r = one item), sparse (CSR: ``indptr``, ``indices``, ``values``) or dense.
 
@@ -298,10 +305,7 @@ class ContentItemEncoder(ItemEncoder):
         self.features = self.features.appended(features.to(self.special.device))
         added = features.num_rows
         if self.ids is not None:
-            zeros = self.ids.weight.new_zeros(added, self.channels)
-            self.ids = nn.Embedding.from_pretrained(
-                torch.cat([self.ids.weight.detach(), zeros]), freeze=False
-            )
+            self.ids = nn.Embedding.from_pretrained(with_zero_rows(self.ids.weight, added), freeze=False)
         self.num_items += added
 
     def fresh(self) -> ContentItemEncoder:
@@ -364,7 +368,7 @@ class ContentItemOutput(nn.Module):
 
     def with_new_items(self, added: int) -> None:
         """Zero biases for ``added`` items appended to the encoder."""
-        self.bias = nn.Parameter(torch.cat([self.bias.detach(), self.bias.new_zeros(added)]))
+        self.bias = with_zero_rows(self.bias, added)
 
     def extra_repr(self) -> str:
         return f"num_items={self.num_items}, tied to the content encoder"
@@ -436,11 +440,9 @@ class ContentTargetHead(nn.Module):
         added = features.num_rows
         self.features = self.features.appended(features.to(self.bias.device))
         self.num_items += added
-        self.bias = nn.Parameter(torch.cat([self.bias.detach(), self.bias.new_zeros(added)]))
+        self.bias = with_zero_rows(self.bias, added)
         if self.ids is not None:
-            self.ids = nn.Parameter(
-                torch.cat([self.ids.detach(), self.ids.new_zeros(added, self.ids.shape[1])])
-            )
+            self.ids = with_zero_rows(self.ids, added)
 
     def extra_repr(self) -> str:
         return f"num_items={self.num_items}, ids={self.ids is not None}"
