@@ -289,10 +289,6 @@ def interrupted_run(staging: Path) -> bool:
     return False
 
 
-def backbone_sha(backbone_dir: Path) -> str:
-    return read_manifest(backbone_dir).sha256.get(WEIGHTS_FILE, "")
-
-
 def saved_config_is(run_dir: Path, expected: str) -> bool:
     """Whether the run's saved config means ``expected``: both read with today's loader, so a run saved before
     a key was added (and so without it, at its default) still counts as the same config."""
@@ -304,7 +300,7 @@ def saved_config_is(run_dir: Path, expected: str) -> bool:
 
 
 def ensure_run(
-    config: FinetuneConfig, backbone_dir: Path, spec: RunSpec, run_dir: Path, threads: int | None = None
+    config: FinetuneConfig, backbone: Backbone, spec: RunSpec, run_dir: Path, threads: int | None = None
 ) -> RunRecord:
     """Reuse a finished run made from the same config and backbone; otherwise run it afresh."""
     config = spec_config(config, spec)
@@ -313,7 +309,7 @@ def ensure_run(
     )
     if run_dir.is_dir():
         manifest = read_manifest(run_dir)
-        if not saved_config_is(run_dir, expected) or manifest.base.sha256 != backbone_sha(backbone_dir):
+        if not saved_config_is(run_dir, expected) or manifest.base.sha256 != backbone.sha256:
             raise CheckpointError(
                 f"{run_dir}: a finished run from another config or backbone is there; "
                 "delete it or pass another --out"
@@ -322,7 +318,7 @@ def ensure_run(
     else:
         resume = interrupted_run(ckpt.partial_dir(run_dir))
         logger.info("%s %s", "resuming" if resume else "finetuning", spec.name())
-        run_in_process(config, backbone_dir, spec, run_dir, resume, threads)
+        run_in_process(config, backbone.path, spec, run_dir, resume, threads)
         manifest = read_manifest(run_dir)
     per_user = json.loads((run_dir / PER_USER_FILE).read_text(encoding="utf-8"))
     usage_path = run_dir / USAGE_FILE
@@ -332,16 +328,16 @@ def ensure_run(
 
 def ensure_runs(
     config: FinetuneConfig,
-    backbone_dirs: Mapping[str | None, Path],
+    backbones: Mapping[str | None, Backbone],
     specs: list[RunSpec],
     runs_dir: Path,
     jobs: int = 1,
 ) -> list[RunRecord]:
-    """:func:`ensure_run` for every spec (its backbone ``backbone_dirs[spec.backbone]``), ``jobs`` (>= 1) at a
+    """:func:`ensure_run` for every spec (its backbone ``backbones[spec.backbone]``), ``jobs`` (>= 1) at a
     time, whichever backbone they finetune; records in the order of ``specs``."""
     if jobs == 1:
         return [
-            ensure_run(config, backbone_dirs[spec.backbone], spec, runs_dir / spec.relative_dir())
+            ensure_run(config, backbones[spec.backbone], spec, runs_dir / spec.relative_dir())
             for spec in specs
         ]
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -350,7 +346,7 @@ def ensure_runs(
             pool.submit(
                 ensure_run,
                 config,
-                backbone_dirs[spec.backbone],
+                backbones[spec.backbone],
                 spec,
                 runs_dir / spec.relative_dir(),
                 threads,
@@ -702,17 +698,17 @@ def run_compare(
     folds = list(range(config.task.folds)) if config.task.folds > 1 else [None]
     check_reference(reference, strategies, config.task.type, labels if several else ())
     backbones = [read_backbone(Path(path), label) for path, label in zip(paths, labels, strict=True)]
-    dirs = {(b.label if several else None): b.path for b in backbones}  # by RunSpec.backbone
+    by_label = {(b.label if several else None): b for b in backbones}  # by RunSpec.backbone
     specs = [
         RunSpec(strategy, fraction, seed, lr, fold, label)
-        for label in dirs
+        for label in by_label
         for fraction in train_fractions
         for strategy in strategies
         for lr in lrs
         for seed in seed_list
         for fold in folds
     ]
-    records = ensure_runs(config, dirs, specs, out / "runs", jobs)
+    records = ensure_runs(config, by_label, specs, out / "runs", jobs)
     monitor = resolve_monitor(config)
     rows = build_rows(records, list(strategies), list(train_fractions), monitor, reference)
     columns = primary_columns(records[0].manifest.metrics)
