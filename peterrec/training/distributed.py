@@ -114,15 +114,49 @@ class Distributed:
         return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
 
     def average_sparse_gradients(self, params: list[nn.Parameter]) -> None:
-        """Average the sparse gradients of ``params`` over the ranks, as DDP does for dense ones (gloo)."""
+        """Average the sparse gradients of ``params`` over the ranks, as DDP does for dense ones.
+
+        Each rank's rows travel by dense ``all_gather`` (padded to the largest row count) and every rank
+        sums them in rank order, so all ranks hold the same gradient. Dense collectives are the ones every
+        backend exercises; gloo's sparse all-reduce aborted a rank now and then on a loaded 2-core machine.
+        A parameter without a gradient on this rank takes part with no rows, so the ranks stay in step.
+        """
         if not self.active:
             return
         for p in params:
-            if p.grad is None:
-                continue
-            grad = p.grad.coalesce()
-            dist.all_reduce(grad)
-            p.grad = (grad / self.world_size).coalesce()
+            p.grad = self._sparse_mean(p)
+
+    def _sparse_mean(self, p: nn.Parameter) -> torch.Tensor:
+        grad = (
+            p.grad
+            if p.grad is not None
+            else torch.sparse_coo_tensor(
+                torch.zeros(1, 0, dtype=torch.long, device=p.device), p.new_zeros(0, *p.shape[1:]), p.shape
+            )
+        )
+        grad = grad.coalesce()
+        indices, values = grad.indices(), grad.values()
+        counts = self._gather(torch.tensor([indices.shape[1]], device=indices.device))
+        most = int(max(c.item() for c in counts))
+        padded_indices = indices.new_zeros(indices.shape[0], most)
+        padded_indices[:, : indices.shape[1]] = indices
+        padded_values = values.new_zeros(most, *values.shape[1:])
+        padded_values[: len(values)] = values
+        all_indices = self._gather(padded_indices)
+        all_values = self._gather(padded_values)
+        n = [int(c.item()) for c in counts]
+        summed = torch.sparse_coo_tensor(
+            torch.cat([ix[:, :k] for ix, k in zip(all_indices, n, strict=True)], dim=1),
+            torch.cat([v[:k] for v, k in zip(all_values, n, strict=True)]),
+            grad.shape,
+        )
+        return (summed / self.world_size).coalesce()
+
+    def _gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        """``tensor`` from every rank, in rank order (the same shape on every rank)."""
+        out = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(out, tensor.contiguous())
+        return out
 
 
 SINGLE = Distributed()
