@@ -111,6 +111,7 @@ def strategy_kwargs(config: FinetuneConfig) -> dict[str, Any]:
         "layers": a.layers,
         "modules": a.modules,
         "train_norms": config.strategy.train_norms,
+        "item_rank": config.strategy.item_rank,
         **a.options,
     }
 

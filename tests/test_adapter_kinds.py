@@ -6,12 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peterrec.model.adapters import ADAPTERS, adapters_of, merge_lora
+from peterrec.model.adapters import ADAPTERS, adapters_of, merge_item_lora, merge_lora
+from peterrec.model.adapters.item_lora import PatchedItemTable
 from peterrec.model.adapters.lora import LoRAConv
 from peterrec.model.backbone import NextItNet, count_parameters
 from peterrec.model.heads import ClassifierHead
 from peterrec.model.transfer import TransferModel, apply_strategy, trainable_state_dict
 from peterrec.runs import load_patch_into
+from peterrec.tokens import CLS, PAD
 
 C, BLOCKS = 16, 4
 KINDS = [
@@ -22,6 +24,7 @@ KINDS = [
     ("lora", {"rank": 4, "alpha": 8.0}),
     ("bitfit", {}),
     ("layernorm", {}),
+    ("item_lora", {"rank": 3}),
 ]
 ALL_KINDS = [*KINDS, ("prompt", {"length": 3})]
 
@@ -84,7 +87,10 @@ def test_parameter_count_matches_the_formula(case, layers):
     (adapter,) = adapters_of(model)
     declared = sum(model.backbone.get_parameter(n).numel() for n in adapter.trainable_names)
     num_layers = len(adapter.layers)
-    assert declared == ADAPTERS[kind].parameter_count(C, adapter.options, num_layers)
+    if kind == "item_lora":  # r per table row (40 items + 4 special tokens) and r per channel
+        assert declared == options["rank"] * (40 + 4 + C)
+    else:
+        assert declared == ADAPTERS[kind].parameter_count(C, adapter.options, num_layers)
     head = count_parameters(model.head)
     assert count_parameters(model, trainable_only=True) == declared + head
 
@@ -132,6 +138,50 @@ def test_lora_merges_into_the_conv_weights():
     assert not any(isinstance(m, LoRAConv) for m in model.backbone.modules())
     assert torch.allclose(hidden(model.backbone), unmerged, atol=1e-5)
     assert count_parameters(model.backbone) == count_parameters(pretrained())
+
+
+def test_item_lora_moves_only_the_items_it_sees_and_merges_into_the_table():
+    model = model_for("item_lora", {"rank": 3})
+    table = model.backbone.item_encoder.embedding
+    assert isinstance(table, PatchedItemTable) and not table.embedding.weight.requires_grad
+    torch.nn.functional.cross_entropy(model(SEQS), torch.tensor([0, 1, 2])).backward()
+    grad = table.offset.item_factors.grad
+    seen = torch.zeros(len(grad), dtype=torch.bool)
+    seen[SEQS.unique()] = True
+    seen[PAD], seen[CLS] = False, True  # [PAD] positions are masked; pooling appends a [CLS]
+    assert grad[seen].abs().sum(dim=1).gt(0).all() and not grad[~seen].any()
+    with torch.no_grad():
+        table.offset.item_factors.normal_()
+    unmerged = hidden(model.backbone).detach()
+    assert not torch.allclose(unmerged, hidden(pretrained()), atol=1e-3)
+    assert merge_item_lora(model.backbone) and not merge_item_lora(model.backbone)
+    assert isinstance(model.backbone.item_encoder.embedding, torch.nn.Embedding)
+    assert torch.allclose(hidden(model.backbone), unmerged, atol=1e-6)
+    assert adapters_of(model) == []
+
+
+def test_item_lora_refuses_what_it_cannot_patch():
+    model = model_for("item_lora", {"rank": 2})
+    with pytest.raises(ValueError, match="already patched"):
+        apply_strategy(model, "adapter", adapter="item_lora", rank=2)
+    torch.manual_seed(0)
+    sparse = TransferModel(NextItNet(40, C, (1, 2), sparse_embedding=True), ClassifierHead(C, 3))
+    with pytest.raises(ValueError, match="dense item table"):
+        apply_strategy(sparse, "adapter", adapter="item_lora", rank=2)
+    with pytest.raises(ValueError, match="positive integer"):
+        model_for("item_lora", {"rank": 0})
+
+
+def test_item_rank_adds_the_table_patch_to_the_adapted_strategies_only():
+    for strategy, patched in [("peterrec", True), ("peter_zero", True), ("fine_cls", False), ("fine_all", False)]:
+        torch.manual_seed(0)
+        model = TransferModel(pretrained(), ClassifierHead(C, 3))
+        reference = hidden(model.backbone).detach()
+        report = apply_strategy(model, strategy, item_rank=2)
+        kinds = [a["kind"] for a in report.adapters]
+        assert ("item_lora" in kinds) == patched, strategy
+        if strategy == "peterrec":  # still the pretrained model at init
+            assert torch.equal(hidden(model.backbone), reference)
 
 
 def test_lora_keeps_no_taps_for_the_frozen_conv():

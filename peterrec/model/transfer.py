@@ -8,6 +8,7 @@ does is one row of :data:`STRATEGY_PLANS`:
 | strategy     | trained                                               | backbone                   |
 |--------------|-------------------------------------------------------|----------------------------|
 | ``peterrec``   | adapter (patches) + head + LayerNorms per ``train_norms`` | pretrained, frozen     |
+|                | (+ a low-rank item-table offset with ``item_rank``)   |                            |
 | ``fine_all``   | everything                                          | pretrained                 |
 | ``fine_cls``   | head                                                | pretrained, frozen         |
 | ``fine_last1`` | last block's conv2 and ln2 + head                   | pretrained, rest frozen    |
@@ -214,6 +215,7 @@ def apply_strategy(
     train_norms: TrainNorms = "ln2",
     seed: int = 0,
     modules: AdapterModules = "backbone",
+    item_rank: int = 0,
     **adapter_opts: Any,
 ) -> StrategyReport:
     """Prepare ``model`` in place for one transfer strategy and report its parameter counts.
@@ -224,8 +226,10 @@ def apply_strategy(
     ``parallel_form``, as keywords) on ``layers``, drawn from ``seed`` too, and train it with the head and
     the block LayerNorms named by ``train_norms`` (``ln2``: the second of every block, as the original;
     ``none``; ``all``). ``modules`` puts the adapter into the backbone (default), a content item encoder
-    (``item_encoder``) or ``both``. The global RNG is left as it was. Finally ``requires_grad`` is set on
-    exactly the tensors the strategy trains: the adapters' declared names, the head and a trainable [CLS].
+    (``item_encoder``) or ``both``. ``item_rank`` r > 0 adds to the adapted strategies a rank-r offset of the
+    input item table (``item_lora``), drawn after the adapter. The global RNG is left as it was. Finally
+    ``requires_grad`` is set on exactly the tensors the strategy trains: the adapters' declared names, the
+    head and a trainable [CLS].
     """
     check_choice("strategy", strategy, Strategy)
     check_choice("train_norms", train_norms, TrainNorms)
@@ -239,6 +243,8 @@ def apply_strategy(
             add_adapters(model, adapter, layers=layers, modules=modules, **vars(options))
             if plan.norms and NORMS_TRAINED[train_norms]:
                 add_adapters(model, "unfreeze", parts=NORMS_TRAINED[train_norms])
+            if item_rank:
+                add_adapters(model, "item_lora", rank=item_rank)
         if plan.unfreeze_last:
             add_adapters(model, "unfreeze", layers=[-1], parts=plan.unfreeze_last)
     model.requires_grad_(plan.train_backbone)

@@ -6,9 +6,10 @@ trains, and :func:`peterrec.model.transfer.apply_strategy` freezes everything el
 kind is one :class:`~peterrec.model.adapters.base.Adapter` subclass plus :func:`register_adapter`.
 
 Built-in kinds: ``bottleneck`` (PeterRec's patches: serial, serial_block, parallel, block_parallel),
-``lora`` (low-rank updates of the dilated convs, mergeable), ``bitfit`` (biases only), ``layernorm``
-(LayerNorms only), ``prompt`` (soft prompt vectors before the oldest click) and ``unfreeze`` (named existing
-layers made trainable: PeterRec's second LayerNorms, FineLast1/2).
+``lora`` (low-rank updates of the dilated convs, mergeable), ``item_lora`` (a low-rank offset of the input
+item table, mergeable), ``bitfit`` (biases only), ``layernorm`` (LayerNorms only), ``prompt`` (soft prompt
+vectors before the oldest click) and ``unfreeze`` (named existing layers made trainable: PeterRec's second
+LayerNorms, FineLast1/2).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from peterrec.model.adapters.base import (
     select_layers,
 )
 from peterrec.model.adapters.bottleneck import BottleneckAdapter, add_patches
+from peterrec.model.adapters.item_lora import ItemLoRAAdapter, merge_item_lora
 from peterrec.model.adapters.lora import LoRAAdapter, merge_lora
 from peterrec.model.adapters.prompt import PromptAdapter
 from peterrec.model.adapters.unfreeze import BitFitAdapter, LayerNormAdapter, UnfreezeAdapter
@@ -47,6 +49,7 @@ def register_adapter(cls: type[Adapter]) -> type[Adapter]:
 for _kind in (
     BottleneckAdapter,
     LoRAAdapter,
+    ItemLoRAAdapter,
     BitFitAdapter,
     LayerNormAdapter,
     PromptAdapter,
@@ -155,6 +158,7 @@ __all__ = [
     "adapters_of",
     "base_state_dict",
     "load_base_state_dict",
+    "merge_item_lora",
     "merge_lora",
     "register_adapter",
     "register_wrapper",
