@@ -41,22 +41,20 @@ if [ "$PART" != coldrec ]; then
     compare $task "$OUT/backbone-all" --strategies all --out "$OUT/$task" --plot "$OUT/$task.png"
     cp "$OUT/$task/results.md" "$OUT/$task-strategies.md"
   done
-  # 2. ablations: each new option changed alone (peterrec and fine_all, seed 0, the same 5 folds), and the
-  #    one long window (max_len 800) with more seeds and on age
-  LONG=(--set data.max_len=800)
+  # 2. ablations: each option changed alone (peterrec and fine_all, seed 0, the same 5 folds, at the settings
+  #    of then: 49 clicks, no item-table patch), and the item-table patch itself (peterrec, item_rank 0 vs 8)
   step "ablations gender age" python scripts/profile_ablations.py "$OUT" gender age
-  compare gender "$OUT/backbone-all" --strategies fine_all --out "$OUT/gender-ablation-one-long-window" "${LONG[@]}"
-  compare age "$OUT/backbone-all" --strategies peterrec,fine_all --seeds 1 --out "$OUT/age-ablation-one-long-window" \
-    "${LONG[@]}"
-  # the learning rate picked on validation
+  step "item rank gender age" python scripts/item_rank_ablation.py "$OUT" gender age
+  # the learning rate picked on validation, and 3. label efficiency on gender: both measured at the settings
+  # of then as well
+  THEN=(--set data.max_len=50 --set strategy.item_rank=0)
   for task in gender age; do
     compare $task "$OUT/backbone-all" --strategies peterrec,fine_all --seeds 1 --lr-grid 3e-4,1e-3,3e-3 \
-      --out "$OUT/$task-lr-grid"
+      --out "$OUT/$task-lr-grid" "${THEN[@]}"
   done
-  # 3. label efficiency on gender (the fraction-1.0 runs of step 1 are reused)
   compare gender "$OUT/backbone-all" --strategies peterrec,fine_all,fine_cls --train-fraction 0.1,0.3,1.0 \
-    --out "$OUT/gender" --plot "$OUT/gender-fractions.png"
-  cp "$OUT/gender/results.md" "$OUT/gender-fractions.md"
+    --out "$OUT/gender-then" --plot "$OUT/gender-fractions.png" "${THEN[@]}"
+  cp "$OUT/gender-then/results.md" "$OUT/gender-fractions.md"
 fi
 
 if [ "$PART" != profiles ]; then

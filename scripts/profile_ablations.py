@@ -3,9 +3,11 @@
 Usage: python scripts/profile_ablations.py OUT TASK [TASK ...]   (run by scripts/ml100k_study.sh)
 
 For each task (gender, age) and each variant, ``peterrec compare`` runs peterrec and fine_all with seed 0 on
-the five folds of the shipped config with that one option changed; the default row is the main table's seed-0
-runs (reused). Every variant is compared with the default on the same users (paired bootstrap over users of
-the task's main metric) and written to OUT/ablations-TASK.md.
+the five folds of the shipped config with that one option changed. The tables were measured before the
+item-table patch and (on gender) the whole-history window shipped, so every run here keeps the settings of
+then (BASE: the newest 49 clicks, ``strategy.item_rank: 0``); scripts/item_rank_ablation.py measures the
+patch. Every variant is compared with the default on the same users (paired bootstrap over users of the
+task's main metric) and written to OUT/ablations-TASK.md.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from peterrec.reporting import markdown_table, primary_columns
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ("peterrec", "fine_all")
 QUIET = ["train.progress=false"]
+BASE = ["data.max_len=50", "strategy.item_rank=0"]  # the defaults when these ablations were measured
 # name -> (what changes, config overrides); the longest ML-100K history has 737 clicks
 VARIANTS = {
-    "default": ("the shipped config", []),
+    "default": ("the shipped config of then (BASE)", []),
     "history-full": ("task.history: full (windows of 49, vectors averaged)", ["task.history=full"]),
     "one-long-window": ("one window of 799 clicks, mean pooling", ["data.max_len=800"]),
     "pooling-cls_end": ("strategy.pooling: cls_end", ["strategy.pooling=cls_end"]),
@@ -52,8 +55,8 @@ def ablate(out: Path, task: str, variants: list[str]) -> str:
     results = {}
     shipped = load_config(FinetuneConfig, config_path).task.class_weights
     for name in variants:
-        overrides = [*QUIET, *variant(name, shipped)[1]]
-        where = out / task if name == "default" else out / f"{task}-ablation-{name}"
+        overrides = [*QUIET, *BASE, *variant(name, shipped)[1]]
+        where = out / f"{task}-ablation-{name}"
         config = load_config(FinetuneConfig, config_path, overrides)
         results[name] = run_compare(config, backbone, STRATEGIES, [0], out=where, jobs=2)
     records = results["default"].records
