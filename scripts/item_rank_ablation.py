@@ -4,10 +4,11 @@ Usage: python scripts/item_rank_ablation.py OUT TASK [TASK ...]   (run by script
 
 For each task, ``peterrec compare`` runs peterrec on the five folds of the shipped config with
 ``strategy.item_rank`` set to 0 (PeterRec's patches alone, as the paper) and to each rank of RANKS, for
-SEEDS; the shipped rank's runs are the main table's (reused from OUT/TASK). Each row is compared with the
-shipped rank on the same users (paired bootstrap over users of the task's main metric, per-seed means), and
-the mean validation log loss over folds and seeds is shown beside it: it is what a choice of rank may look at.
-Written to OUT/item-rank-TASK.md.
+SEEDS; the shipped rank's runs are the main table's (reused from OUT/TASK, whose results.md is then rewritten
+with peterrec's rows alone: scripts/ml100k_study.sh has already kept the full table as TASK-strategies.md).
+Each row is compared with the shipped rank on the same users (paired bootstrap over users of the task's main
+metric, per-seed means), and the mean validation log loss over folds and seeds is shown beside it: it is what
+a choice of rank may look at. Written to OUT/item-rank-TASK.md.
 """
 
 from __future__ import annotations
