@@ -173,7 +173,8 @@ def test_item_lora_refuses_what_it_cannot_patch():
 
 
 def test_item_rank_adds_the_table_patch_to_the_adapted_strategies_only():
-    for strategy, patched in [("peterrec", True), ("peter_zero", True), ("fine_cls", False), ("fine_all", False)]:
+    cases = [("peterrec", True), ("peter_zero", True), ("fine_cls", False), ("fine_all", False)]
+    for strategy, patched in cases:
         torch.manual_seed(0)
         model = TransferModel(pretrained(), ClassifierHead(C, 3))
         reference = hidden(model.backbone).detach()
