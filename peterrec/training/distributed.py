@@ -127,28 +127,20 @@ class Distributed:
             p.grad = self._sparse_mean(p)
 
     def _sparse_mean(self, p: nn.Parameter) -> torch.Tensor:
-        grad = (
-            p.grad
-            if p.grad is not None
-            else torch.sparse_coo_tensor(
-                torch.zeros(1, 0, dtype=torch.long, device=p.device), p.new_zeros(0, *p.shape[1:]), p.shape
-            )
-        )
-        grad = grad.coalesce()
+        if p.grad is None:
+            no_rows = torch.zeros(1, 0, dtype=torch.long, device=p.device)
+            grad = torch.sparse_coo_tensor(no_rows, p.new_zeros(0, *p.shape[1:]), p.shape)
+        else:
+            grad = p.grad.coalesce()
         indices, values = grad.indices(), grad.values()
-        counts = self._gather(torch.tensor([indices.shape[1]], device=indices.device))
-        most = int(max(c.item() for c in counts))
-        padded_indices = indices.new_zeros(indices.shape[0], most)
-        padded_indices[:, : indices.shape[1]] = indices
-        padded_values = values.new_zeros(most, *values.shape[1:])
-        padded_values[: len(values)] = values
-        all_indices = self._gather(padded_indices)
-        all_values = self._gather(padded_values)
-        n = [int(c.item()) for c in counts]
+        counts = [int(c) for c in self._gather(torch.tensor([len(values)], device=values.device))]
+        missing = max(counts) - len(values)  # pad to the largest count: all_gather needs one shape
+        indices = torch.cat([indices, indices.new_zeros(indices.shape[0], missing)], dim=1)
+        values = torch.cat([values, values.new_zeros(missing, *values.shape[1:])])
+        ranks = zip(self._gather(indices), self._gather(values), counts, strict=True)
+        kept = [(ix[:, :k], v[:k]) for ix, v, k in ranks]
         summed = torch.sparse_coo_tensor(
-            torch.cat([ix[:, :k] for ix, k in zip(all_indices, n, strict=True)], dim=1),
-            torch.cat([v[:k] for v, k in zip(all_values, n, strict=True)]),
-            grad.shape,
+            torch.cat([ix for ix, _ in kept], dim=1), torch.cat([v for _, v in kept]), grad.shape
         )
         return (summed / self.world_size).coalesce()
 
