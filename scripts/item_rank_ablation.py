@@ -29,20 +29,22 @@ RANKS = (0, 8)  # the paper's setting and the shipped one; scripts/ml100k_study.
 SEEDS = (0, 1, 2)
 
 
+def config_path(task: str) -> Path:
+    return ROOT / "configs" / "finetune" / f"ml100k_{task}.yaml"
+
+
 def runs_for(out: Path, task: str, rank: int, shipped: int, seeds, extra: list[str]):
     """peterrec's runs at ``rank`` (the main table's for the shipped rank)."""
-    config_path = ROOT / "configs" / "finetune" / f"ml100k_{task}.yaml"
     overrides = [*QUIET, *extra, f"strategy.item_rank={rank}"]
     suffix = "-".join(x.replace("=", "").replace("data.", "") for x in extra)
     where = out / task if rank == shipped and not extra else out / f"{task}-item-rank-{rank}{suffix}"
-    config = load_config(FinetuneConfig, config_path, overrides)
+    config = load_config(FinetuneConfig, config_path(task), overrides)
     result = run_compare(config, out / "backbone-all", ["peterrec"], list(seeds), out=where, jobs=2)
     return [r for r in result.records if r.spec.strategy == "peterrec"]
 
 
 def ablate(out: Path, task: str, ranks=RANKS, seeds=SEEDS, extra: list[str] = ()) -> str:
-    config_path = ROOT / "configs" / "finetune" / f"ml100k_{task}.yaml"
-    shipped = load_config(FinetuneConfig, config_path).strategy.item_rank
+    shipped = load_config(FinetuneConfig, config_path(task)).strategy.item_rank
     ranks = sorted({*ranks, shipped})
     runs = {rank: runs_for(out, task, rank, shipped, seeds, list(extra)) for rank in ranks}
     records = runs[shipped]
