@@ -315,6 +315,9 @@ class TaskConfig:
     # of max_len - 1 clicks, each read by the backbone (with its own [CLS]) and the window vectors averaged
     history: History = "recent"
     head_dropout: float = bounded(0.0, low=0.0, high=1.0, high_open=True)
+    # profile and coldrec: each click of a training user's input is dropped with this probability, drawn
+    # anew every step (augmentation for few labelled users); validation and test read every click
+    click_dropout: float = bounded(0.0, low=0.0, high=1.0, high_open=True)
     # profile and coldrec: K-fold cross-validation over users. folds: 1 is the one split of task.split; with
     # K >= 2 the users are cut into K parts, part ``fold`` is the test split, and the rest is split into
     # train and valid in the ratio task.split[0] : task.split[1]. `compare` runs every fold and pools them.
@@ -416,6 +419,8 @@ class FinetuneConfig:
             raise ConfigError(f"{source}: task.folds is for profile and coldrec tasks (users are held out)")
         if task.type == "nextitem" and task.history != "recent":
             raise ConfigError(f"{source}: task.history: full is for profile and coldrec tasks")
+        if task.type == "nextitem" and task.click_dropout > 0:
+            raise ConfigError(f"{source}: task.click_dropout is for profile and coldrec tasks")
         if task.type != "profile" and (task.class_weights != "none" or task.head_dropout > 0):
             raise ConfigError(
                 f"{source}: task.class_weights and task.head_dropout apply to task.type profile"

@@ -62,6 +62,7 @@ FINETUNE_BAD = {
     "task.split_seed": SEED,
     "task.train_fraction": FRACTION,
     "task.head_dropout": ("-0.1", "1", "1.5", NAN),
+    "task.click_dropout": ("-0.1", "1", "1.5", NAN),
     "task.folds": ("0", "-1", "101", NAN),
     "task.fold": ("-1", "100", NAN, "1"),  # 1: not below the default task.folds of 1
     "strategy.item_rank": AT_LEAST_0,

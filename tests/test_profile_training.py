@@ -12,6 +12,7 @@ from conftest import REPO_ROOT
 
 from peterrec.commands.finetune import run_finetune
 from peterrec.config import FinetuneConfig, load_config
+from peterrec.data.sequences import drop_clicks
 from peterrec.errors import ConfigError
 from peterrec.evaluation.metrics import classification_metrics
 from peterrec.model.heads import ClassifierHead
@@ -100,3 +101,57 @@ def test_a_pooling_the_backbone_cannot_use_is_a_config_error():
     config = load_config(FinetuneConfig, GENDER, [*QUICK, "strategy.pooling=first_last"])
     with pytest.raises(ConfigError, match="strategy.pooling"):
         ProfileTask(config, load_backbone(FIXTURES / "backbone"))
+
+
+def _kept_clicks(row: torch.Tensor) -> list[int]:
+    return [int(x) for x in row if x != 0]
+
+
+def test_click_dropout_keeps_clicks_in_order_and_left_padded():
+    batch = torch.tensor([[0, 0, 5, 6, 7, 8, 9, 10], [0] * 8, [11, 12, 13, 14, 15, 16, 17, 18]])
+    for seed in range(20):
+        out = drop_clicks(batch, 0.5, torch.Generator().manual_seed(seed))
+        assert out.shape == batch.shape
+        for before, after in zip(batch, out, strict=True):
+            kept = _kept_clicks(after)
+            real = (after != 0).nonzero().flatten().tolist()
+            assert real == list(range(len(after) - len(kept), len(after)))  # left-padded again
+            it = iter(_kept_clicks(before))
+            assert all(click in it for click in kept)  # a subsequence: the order is kept
+            assert bool(kept) == bool(_kept_clicks(before))  # a user never loses every click
+    windows = batch.reshape(1, 3, 8)
+    assert drop_clicks(windows, 0.5, torch.Generator().manual_seed(3)).shape == windows.shape
+
+
+def test_click_dropout_drops_at_its_rate_and_repeats_with_the_generator():
+    batch = torch.arange(4, 4 + 200 * 50).reshape(200, 50)
+    out = drop_clicks(batch, 0.3, torch.Generator().manual_seed(0))
+    assert (out != 0).float().mean().item() == pytest.approx(0.7, abs=0.02)
+    again = drop_clicks(batch, 0.3, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    assert not torch.equal(out, drop_clicks(batch, 0.3, torch.Generator().manual_seed(1)))
+    everything = drop_clicks(batch, 0.999999, torch.Generator().manual_seed(0))
+    assert torch.equal(everything[:, -1], batch[:, -1]) and (everything[:, :-1] == 0).all()
+
+
+def test_click_dropout_changes_training_inputs_only(tmp_path):
+    config = load_config(FinetuneConfig, GENDER, [*QUICK, "task.click_dropout=0.5"])
+    task = ProfileTask(config, load_backbone(FIXTURES / "backbone"))
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, inputs):
+            seen.append(inputs)
+            return torch.zeros(len(inputs), len(task.classes), requires_grad=True)
+
+    model = Recorder()
+    indices = np.arange(8)
+    task.step_loss(model, indices, torch.Generator().manual_seed(0), "cpu")
+    full, _ = task.batch("train", indices, "cpu")
+    assert (seen[0] != 0).sum() < (full != 0).sum()
+    task.evaluate(model, "valid", "cpu")
+    valid = torch.as_tensor(task.splits["valid"].inputs)
+    assert (seen[1] != 0).sum() == (valid != 0).sum()
+    with pytest.raises(ConfigError, match="click_dropout"):
+        nextitem = REPO_ROOT / "configs" / "finetune" / "sample_nextitem.yaml"
+        load_config(FinetuneConfig, nextitem, ["task.click_dropout=0.2"])

@@ -48,6 +48,26 @@ def trim_shared_padding(batch: torch.Tensor, min_width: int = 2) -> torch.Tensor
     return batch[:, min(first, max(batch.shape[1] - min_width, 0)) :]
 
 
+def drop_clicks(batch: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
+    """Each real click of a left-padded batch dropped with probability ``rate``, the rest kept in order and
+    left-padded again (training-time augmentation of a user's history).
+
+    ``batch`` is (B, L), or windows (B, W, L) handled one window at a time. A row that had clicks keeps its
+    newest one when every draw drops them all, so no user loses the whole input. Draws come from
+    ``generator`` (CPU), so a step is reproducible.
+    """
+    rows = batch.reshape(-1, batch.shape[-1])
+    real = rows != PAD
+    draws = torch.rand(rows.shape, generator=generator).to(rows.device)
+    keep = real & (draws >= rate)
+    keep[real.any(dim=1) & ~keep.any(dim=1), -1] = True  # left-padded: the last column is the newest click
+    order = torch.sort(keep.to(torch.int8), dim=1, stable=True).indices  # dropped first, kept after, in order
+    packed = rows.gather(1, order)
+    columns = torch.arange(rows.shape[1], device=rows.device)
+    packed = packed.masked_fill(columns < rows.shape[1] - keep.sum(dim=1, keepdim=True), PAD)
+    return packed.reshape(batch.shape)
+
+
 def pad_histories(histories: Sequence[np.ndarray]) -> np.ndarray:
     """Left-pad variable-length histories to the longest one."""
     longest = max((len(h) for h in histories), default=1)

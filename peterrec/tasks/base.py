@@ -24,7 +24,7 @@ from torch import nn
 from peterrec.config import FinetuneConfig
 from peterrec.data import fold_users, left_pad, split_users
 from peterrec.data.next_item import read_user_sequences
-from peterrec.data.sequences import trim_shared_padding
+from peterrec.data.sequences import drop_clicks, trim_shared_padding
 from peterrec.errors import ConfigError
 from peterrec.model.transfer import TransferModel
 from peterrec.tokens import NUM_SPECIAL_TOKENS, PAD
@@ -242,9 +242,10 @@ class SupervisedTask(TaskDefaults):
 
     kind: ClassVar[str] = "supervised"
 
-    def __init__(self, splits: dict[str, UserSplit], batch_size: int):
+    def __init__(self, splits: dict[str, UserSplit], batch_size: int, click_dropout: float = 0.0):
         self.splits = splits
         self.batch_size = batch_size
+        self.click_dropout = click_dropout  # training inputs only: evaluation reads every click
 
     def make_head(self, channels: int) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -256,8 +257,11 @@ class SupervisedTask(TaskDefaults):
         return len(self.splits["train"])
 
     def step_loss(self, model, indices: np.ndarray, generator, device) -> tuple[torch.Tensor, int, int]:
-        """Mean loss of one training batch, its number of real input tokens and of loss terms."""
+        """Mean loss of one training batch, its number of real input tokens and of loss terms; with
+        ``click_dropout``, each input click is dropped with that probability (a fresh draw every step)."""
         inputs, targets = self.batch("train", indices, device)
+        if self.click_dropout:
+            inputs = model_batch(drop_clicks(inputs, self.click_dropout, generator), device)
         loss = self.example_loss(model, inputs, targets, generator)
         return loss, int((inputs != PAD).sum()), self.loss_terms(targets)
 

@@ -142,7 +142,7 @@ class ColdRecTask(SupervisedTask):
         self.train_targets = [targets[u] for u in splits["train"].users]
         self.base = base
         self.target_features = target_features(config, base, self.target_vocab)
-        super().__init__(splits, config.train.batch_size)
+        super().__init__(splits, config.train.batch_size, config.task.click_dropout)
 
     @property
     def num_target_items(self) -> int:

@@ -63,7 +63,7 @@ class ProfileTask(SupervisedTask):
         # cannot use is refused before anything runs.
         probe_strategy = dataclasses.replace(config.strategy, train_cls=False)
         self.probe = transfer_model(base.backbone, torch.nn.Identity(), probe_strategy)
-        super().__init__(splits, config.train.batch_size)
+        super().__init__(splits, config.train.batch_size, config.task.click_dropout)
 
     @functools.cached_property
     def probe_features(self) -> dict[str, dict[str, np.ndarray]]:
