@@ -152,6 +152,19 @@ def test_bag_of_items_logistic_separates_item_sets():
     np.testing.assert_allclose(probs[2], probs[3])  # features are the set of items: repeats do not count
 
 
+def test_balanced_class_weight_lifts_the_minority_class():
+    # Item 4 alone: 30 class-0 users and all 10 class-1 users. Unweighted it leans to class 0 (p1 0.25);
+    # balanced (n / (K * n_class), as task.class_weights), 10 class-1 users weigh as much as 40 class-0 users
+    # and it leans to class 1 (p1 0.57).
+    train = [np.array([4])] * 30 + [np.array([4, 5])] * 10 + [np.array([4])] * 10
+    labels = np.array([0] * 30 + [0] * 10 + [1] * 10)
+    test = [np.array([4])]
+    plain = bag_of_items_logistic(train, labels, test, num_items=2, C=100.0)
+    balanced = bag_of_items_logistic(train, labels, test, num_items=2, C=100.0, class_weight="balanced")
+    assert plain[0, 1] < 0.3 < balanced[0, 1]
+    assert balanced[0, 1] > plain[0, 1] + 0.2
+
+
 def test_bag_of_items_features_are_l2_normalised_sets():
     from peterrec.evaluation.baselines import _bag_of_items
 

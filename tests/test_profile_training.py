@@ -42,6 +42,12 @@ def test_balanced_class_weights_follow_the_training_labels():
     assert task.class_weights.tolist() == pytest.approx((counts.sum() / (2 * counts)).tolist())
     plain = ProfileTask(load_config(FinetuneConfig, GENDER, QUICK), load_backbone(FIXTURES / "backbone"))
     assert plain.class_weights is None
+    # The logistic-regression baselines weigh classes the same way (else macro-F1 compares unlike models).
+    assert task.baseline_class_weight == "balanced" and plain.baseline_class_weight is None
+    weighted = task.baseline_probabilities("bag_of_items_lr", "test")
+    unweighted = plain.baseline_probabilities("bag_of_items_lr", "test")
+    minority = int(np.argmin(counts))
+    assert weighted[:, minority].mean() > unweighted[:, minority].mean()
 
 
 def test_head_dropout_acts_only_while_training():

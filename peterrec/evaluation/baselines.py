@@ -251,11 +251,13 @@ def bag_of_items_logistic(
     num_items: int,
     C: float = 2.0,
     num_classes: int | None = None,
+    class_weight: str | None = None,
 ) -> np.ndarray:
     """Logistic regression on the set of items each user clicked (L2 row-normalised): docs/protocols.md.
 
     Returns (n_test, K) class probabilities, ``K = num_classes or max(train_labels) + 1``; a class absent from
-    the training labels gets probability 0.
+    the training labels gets probability 0. ``class_weight="balanced"`` weighs each class's loss by
+    n / (K · n_class), as ``task.class_weights: balanced`` does for the neural models.
     """
     labels = np.asarray(train_labels, dtype=np.int64)
     if len(train_sequences) != labels.size:
@@ -263,17 +265,19 @@ def bag_of_items_logistic(
     k = int(labels.max()) + 1 if num_classes is None else num_classes
     x_train = _bag_of_items(train_sequences, num_items, "train_sequences")
     x_test = _bag_of_items(test_sequences, num_items, "test_sequences")
-    return _logistic_probs(x_train, labels, x_test, k, C)
+    return _logistic_probs(x_train, labels, x_test, k, C, class_weight)
 
 
-def _logistic_probs(x_train, labels: np.ndarray, x_test, num_classes: int, C: float) -> np.ndarray:
+def _logistic_probs(
+    x_train, labels: np.ndarray, x_test, num_classes: int, C: float, class_weight: str | None = None
+) -> np.ndarray:
     """(n_test, K) probabilities of a logistic regression; a class absent from training gets 0."""
     probs = np.zeros((x_test.shape[0], num_classes), dtype=np.float64)
     classes = np.unique(labels)
     if classes.size == 1:  # sklearn refuses a single class; the answer is certain anyway
         probs[:, classes[0]] = 1.0
         return probs
-    model = LogisticRegression(C=C, max_iter=1000)
+    model = LogisticRegression(C=C, max_iter=1000, class_weight=class_weight)
     model.fit(x_train, labels)
     probs[:, model.classes_] = model.predict_proba(x_test)
     return probs
@@ -285,8 +289,10 @@ def vector_logistic(
     test_vectors: np.ndarray,
     num_classes: int,
     C: float = 1.0,
+    class_weight: str | None = None,
 ) -> np.ndarray:
-    """Logistic regression on dense user vectors, standardised with the training users' mean and std.
+    """Logistic regression on dense user vectors, standardised with the training users' mean and std
+    (``class_weight`` as in :func:`bag_of_items_logistic`).
 
     The transfer baselines of a profile table: a linear probe on frozen backbone user vectors (no gradient
     into the backbone), and the mean of the pretrained item embeddings over a user's whole history.
@@ -294,5 +300,5 @@ def vector_logistic(
     scaler = StandardScaler().fit(train_vectors)
     labels = np.asarray(train_labels, dtype=np.int64)
     return _logistic_probs(
-        scaler.transform(train_vectors), labels, scaler.transform(test_vectors), num_classes, C
+        scaler.transform(train_vectors), labels, scaler.transform(test_vectors), num_classes, C, class_weight
     )

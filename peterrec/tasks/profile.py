@@ -55,6 +55,9 @@ class ProfileTask(SupervisedTask):
                 sequences=seqs,
             )
         self.class_weights = None
+        # The logistic-regression baselines weigh classes as the neural models do (sklearn's "balanced" is
+        # the same n / (K * n_class)): otherwise macro-F1 compares a weighted model with an unweighted one.
+        self.baseline_class_weight = "balanced" if task.class_weights == "balanced" else None
         if task.class_weights == "balanced":  # n / (K * n_class) over training users; absent class: 0
             counts = np.bincount(splits["train"].targets, minlength=len(self.classes)).astype(np.float64)
             balanced = np.where(counts > 0, counts.sum() / (len(self.classes) * np.maximum(counts, 1)), 0.0)
@@ -131,10 +134,17 @@ class ProfileTask(SupervisedTask):
             return majority_class(train.targets, len(part), k)
         if name == "bag_of_items_lr":
             return bag_of_items_logistic(
-                train.sequences, train.targets, part.sequences, self.num_source_items, num_classes=k
+                train.sequences,
+                train.targets,
+                part.sequences,
+                self.num_source_items,
+                num_classes=k,
+                class_weight=self.baseline_class_weight,
             )
         features = self.probe_features[name]
-        return vector_logistic(features["train"], train.targets, features[split], k)
+        return vector_logistic(
+            features["train"], train.targets, features[split], k, class_weight=self.baseline_class_weight
+        )
 
     def describe(self) -> dict:
         return {**super().describe(), "classes": self.classes, "skipped_users": self.skipped_users}
