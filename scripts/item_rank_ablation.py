@@ -3,12 +3,12 @@
 Usage: python scripts/item_rank_ablation.py OUT TASK [TASK ...]   (run by scripts/ml100k_study.sh)
 
 For each task, ``peterrec compare`` runs peterrec on the five folds of the shipped config with
-``strategy.item_rank`` set to 0 (PeterRec's patches alone, as the paper) and to each rank of RANKS, for
-SEEDS; the shipped rank's runs are the main table's (reused from OUT/TASK, whose results.md is then rewritten
-with peterrec's rows alone: scripts/ml100k_study.sh has already kept the full table as TASK-strategies.md).
-Each row is compared with the shipped rank on the same users (paired bootstrap over users of the task's main
-metric, per-seed means), and the mean validation log loss over folds and seeds is shown beside it: it is what
-a choice of rank may look at. Written to OUT/item-rank-TASK.md.
+``strategy.item_rank`` set to 0 (PeterRec's patches alone, as the paper) and to each rank of RANKS, for SEEDS,
+at the settings these tables were measured at (THEN: patches in every block; age on the newest 49 clicks),
+into OUT/TASK-item-rank-RANK; scripts/patch_ablation.py measures the settings shipped since. Each row is
+compared with the shipped rank on the same users (paired bootstrap over users of the task's main metric,
+per-seed means), and the mean validation log loss over folds and seeds is shown beside it: it is what a choice
+of rank may look at. Written to OUT/item-rank-TASK.md.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from peterrec.reporting import markdown_table, primary_columns
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["train.progress=false"]
 RANKS = (0, 8)  # the paper's setting and the shipped one; scripts/ml100k_study.sh adds a rank sweep on gender
+THEN = {"gender": ["adapter.layers=all"], "age": ["adapter.layers=all", "data.max_len=50"]}
 SEEDS = (0, 1, 2)
 
 
@@ -33,11 +34,11 @@ def config_path(task: str) -> Path:
     return ROOT / "configs" / "finetune" / f"ml100k_{task}.yaml"
 
 
-def runs_for(out: Path, task: str, rank: int, shipped: int, seeds, extra: list[str]):
-    """peterrec's runs at ``rank`` (the main table's for the shipped rank)."""
-    overrides = [*QUIET, *extra, f"strategy.item_rank={rank}"]
+def runs_for(out: Path, task: str, rank: int, seeds, extra: list[str]):
+    """peterrec's runs at ``rank``, at the settings of THEN."""
+    overrides = [*QUIET, *THEN.get(task, []), *extra, f"strategy.item_rank={rank}"]
     suffix = "-".join(x.replace("=", "").replace("data.", "") for x in extra)
-    where = out / task if rank == shipped and not extra else out / f"{task}-item-rank-{rank}{suffix}"
+    where = out / f"{task}-item-rank-{rank}{suffix}"
     config = load_config(FinetuneConfig, config_path(task), overrides)
     result = run_compare(config, out / "backbone-all", ["peterrec"], list(seeds), out=where, jobs=2)
     return [r for r in result.records if r.spec.strategy == "peterrec"]
@@ -46,7 +47,7 @@ def runs_for(out: Path, task: str, rank: int, shipped: int, seeds, extra: list[s
 def ablate(out: Path, task: str, ranks=RANKS, seeds=SEEDS, extra: list[str] = ()) -> str:
     shipped = load_config(FinetuneConfig, config_path(task)).strategy.item_rank
     ranks = sorted({*ranks, shipped})
-    runs = {rank: runs_for(out, task, rank, shipped, seeds, list(extra)) for rank in ranks}
+    runs = {rank: runs_for(out, task, rank, seeds, list(extra)) for rank in ranks}
     records = runs[shipped]
     columns = primary_columns(records[0].manifest.metrics)
     main, key = main_metric(records[0].manifest, columns)
@@ -65,7 +66,7 @@ def ablate(out: Path, task: str, ranks=RANKS, seeds=SEEDS, extra: list[str] = ()
         rows.append([rank, f"{trainable:,}", f"{value:.4f}", ci, f"{valid:.4f}", f"{epochs:.1f}"])
     header = ["item_rank", "trainable params", main, f"Δ {main} vs item_rank {shipped} (95% CI)"]
     header += ["mean valid/log_loss", "best epoch"]
-    changed = "".join(f"; {x}" for x in extra)
+    changed = "".join(f"; {x}" for x in [*THEN.get(task, []), *extra])
     note = (
         f"peterrec, seeds {list(seeds)}, 5-fold cross-validation over all {len(reference[0])} users "
         f"(predictions pooled over folds, metric averaged over seeds){changed}; "

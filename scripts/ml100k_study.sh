@@ -45,9 +45,11 @@ if [ "$PART" != coldrec ]; then
   #    of then: 49 clicks, no item-table patch), and the item-table patch itself (peterrec, item_rank 0 vs 8)
   step "ablations gender age" python scripts/profile_ablations.py "$OUT" gender age
   step "item rank gender age" python scripts/item_rank_ablation.py "$OUT" gender age
+  # where the patches go and the whole history on age, at the settings shipped since (peterrec, seed 0)
+  step "patches gender age" python scripts/patch_ablation.py "$OUT" gender age
   # the learning rate picked on validation, and 3. label efficiency on gender: both measured at the settings
   # of then as well
-  THEN=(--set data.max_len=50 --set strategy.item_rank=0)
+  THEN=(--set data.max_len=50 --set strategy.item_rank=0 --set adapter.layers=all)
   for task in gender age; do
     compare $task "$OUT/backbone-all" --strategies peterrec,fine_all --seeds 1 --lr-grid 3e-4,1e-3,3e-3 \
       --out "$OUT/$task-lr-grid" "${THEN[@]}"

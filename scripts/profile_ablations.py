@@ -3,11 +3,11 @@
 Usage: python scripts/profile_ablations.py OUT TASK [TASK ...]   (run by scripts/ml100k_study.sh)
 
 For each task (gender, age) and each variant, ``peterrec compare`` runs peterrec and fine_all with seed 0 on
-the five folds of the shipped config with that one option changed. The tables were measured before the
-item-table patch and (on gender) the whole-history window shipped, so every run here keeps the settings of
-then (BASE: the newest 49 clicks, ``strategy.item_rank: 0``); scripts/item_rank_ablation.py measures the
-patch. Every variant is compared with the default on the same users (paired bootstrap over users of the
-task's main metric) and written to OUT/ablations-TASK.md.
+the five folds of the shipped config with that one option changed. The tables were measured before the item-
+table patch and (on gender) the whole-history window shipped, so every run here keeps the settings of then
+(BASE: the newest 49 clicks, ``strategy.item_rank: 0``, patches in every block); scripts/item_rank_ablation.py
+measures the patch. Every variant is compared with the default on the same users (paired bootstrap over users
+of the task's main metric) and written to OUT/ablations-TASK.md.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from peterrec.reporting import markdown_table, primary_columns
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ("peterrec", "fine_all")
 QUIET = ["train.progress=false"]
-BASE = ["data.max_len=50", "strategy.item_rank=0"]  # the defaults when these ablations were measured
+# the defaults when these ablations were measured
+BASE = ["data.max_len=50", "strategy.item_rank=0", "adapter.layers=all"]
 # name -> (what changes, config overrides); the longest ML-100K history has 737 clicks
 VARIANTS = {
     "default": ("the shipped config of then (BASE)", []),

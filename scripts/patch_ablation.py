@@ -1,0 +1,103 @@
+"""Where the patches go on ML-100K profiles (docs/results.md "Where the patches go"): peterrec with the
+shipped config against one change at a time.
+
+Usage: python scripts/patch_ablation.py OUT TASK [TASK ...]   (run by scripts/ml100k_study.sh)
+
+The shipped gender and age configs patch the last residual block only and read the whole history; each
+variant below changes one setting back (or tries a neighbour), runs peterrec with seed 0 on the five folds and
+is compared with the shipped config's seed-0 runs (OUT/TASK, the main table's) on the same users: paired
+bootstrap over users of the task's main metric. Beside it: the mean over folds of the validation main metric
+and log loss, which is what a choice among the variants may look at (the test users play no part in it).
+Written to OUT/patches-TASK.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from peterrec.commands.compare import main_metric, pooled_by_seed, run_compare
+from peterrec.config import FinetuneConfig, load_config
+from peterrec.evaluation.user_results import paired_bootstrap_metric_ci
+from peterrec.reporting import markdown_table, primary_columns
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = ["train.progress=false"]
+# task -> {row label: overrides of the shipped config}; the first row is the shipped config itself
+VARIANTS = {
+    "gender": {
+        "the shipped config (patch in block 7)": [],
+        "adapter.layers: all (the paper: every block)": ["adapter.layers=all"],
+        "adapter.layers: [6, 7]": ["adapter.layers=[6,7]"],
+        "strategy.item_rank: 16": ["strategy.item_rank=16"],
+        "task.click_dropout: 0.3": ["task.click_dropout=0.3"],
+    },
+    "age": {
+        "the shipped config (patch in block 7, 799 clicks)": [],
+        "adapter.layers: all (the paper: every block)": ["adapter.layers=all"],
+        "data.max_len: 50 (the newest 49 clicks)": ["data.max_len=50"],
+        "both: every block, 49 clicks (the config before)": ["adapter.layers=all", "data.max_len=50"],
+    },
+}
+
+
+def slug(overrides: list[str]) -> str:
+    """A directory name for a list of overrides: adapter.layers=[6,7] -> layers6,7."""
+    parts = []
+    for override in overrides:
+        key, value = override.split("=", 1)
+        parts.append(key.split(".")[-1] + value.strip("[]"))
+    return "-".join(parts)
+
+
+def variant_runs(out: Path, task: str, overrides: list[str]):
+    """peterrec's seed-0 runs with ``overrides`` (the main table's, OUT/TASK, for the shipped config)."""
+    where = out / task if not overrides else out / f"{task}-patch-{slug(overrides)}"
+    path = ROOT / "configs" / "finetune" / f"ml100k_{task}.yaml"
+    config = load_config(FinetuneConfig, path, [*QUIET, *overrides])
+    result = run_compare(config, out / "backbone-all", ["peterrec"], [0], out=where, jobs=2)
+    return [r for r in result.records if r.spec.strategy == "peterrec" and r.spec.seed == 0]
+
+
+def ablate(out: Path, task: str) -> str:
+    runs = {label: variant_runs(out, task, overrides) for label, overrides in VARIANTS[task].items()}
+    shipped = next(iter(runs.values()))
+    columns = primary_columns(shipped[0].manifest.metrics)
+    main, key = main_metric(shipped[0].manifest, columns)
+    reference = pooled_by_seed(shipped)
+    rows = []
+    for label, these in runs.items():
+        pooled = pooled_by_seed(these)
+        ci = "reference"
+        if these is not shipped:
+            diff, low, high = paired_bootstrap_metric_ci(pooled, reference, key)
+            ci = f"{diff:+.4f} [{low:+.4f}, {high:+.4f}]"
+        valid = [np.mean([r.manifest.metrics[f"valid/{m}"] for r in these]) for m in (key, "log_loss")]
+        trainable = these[0].manifest.parameters["trainable"]
+        epochs = np.mean([r.manifest.best_epoch for r in these])
+        seconds = np.mean([r.manifest.seconds_per_epoch or 0.0 for r in these])
+        rows.append(
+            [label, f"{trainable:,}", f"{pooled[0].summary()[key]:.4f}", ci, f"{valid[0]:.4f}"]
+            + [f"{valid[1]:.4f}", f"{epochs:.1f}", f"{seconds:.2f}"]
+        )
+    header = ["peterrec variant", "trainable params", main, f"Δ {main} vs shipped (95% CI)"]
+    header += [f"mean valid/{key}", "mean valid/log_loss", "best epoch", "s/epoch"]
+    note = (
+        f"peterrec, seed 0, 5-fold cross-validation over all {len(reference[0])} users (predictions pooled "
+        "over folds); CI = paired bootstrap over users; valid = mean over the five folds' validation users."
+    )
+    return f"{markdown_table(header, rows)}\n\n{note}\n"
+
+
+def main(argv: list[str]) -> None:
+    out, tasks = Path(argv[0]), argv[1:]
+    for task in tasks:
+        text = ablate(out, task)
+        (out / f"patches-{task}.md").write_text(text, encoding="utf-8")
+        print(text, flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
