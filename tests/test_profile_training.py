@@ -140,7 +140,7 @@ def test_click_dropout_drops_at_its_rate_and_repeats_with_the_generator():
     assert torch.equal(everything[:, -1], batch[:, -1]) and (everything[:, :-1] == 0).all()
 
 
-def test_click_dropout_changes_training_inputs_only(tmp_path):
+def test_click_dropout_changes_training_inputs_only():
     config = load_config(FinetuneConfig, GENDER, [*QUICK, "task.click_dropout=0.5"])
     task = ProfileTask(config, load_backbone(FIXTURES / "backbone"))
     seen = []

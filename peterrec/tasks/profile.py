@@ -55,9 +55,6 @@ class ProfileTask(SupervisedTask):
                 sequences=seqs,
             )
         self.class_weights = None
-        # The logistic-regression baselines weigh classes as the neural models do (sklearn's "balanced" is
-        # the same n / (K * n_class)): otherwise macro-F1 compares a weighted model with an unweighted one.
-        self.baseline_class_weight = "balanced" if task.class_weights == "balanced" else None
         if task.class_weights == "balanced":  # n / (K * n_class) over training users; absent class: 0
             counts = np.bincount(splits["train"].targets, minlength=len(self.classes)).astype(np.float64)
             balanced = np.where(counts > 0, counts.sum() / (len(self.classes) * np.maximum(counts, 1)), 0.0)
@@ -67,6 +64,12 @@ class ProfileTask(SupervisedTask):
         probe_strategy = dataclasses.replace(config.strategy, train_cls=False)
         self.probe = transfer_model(base.backbone, torch.nn.Identity(), probe_strategy)
         super().__init__(splits, config.train.batch_size, config.task.click_dropout)
+
+    @property
+    def baseline_class_weight(self) -> str | None:
+        """sklearn's ``class_weight`` for the logistic-regression baselines: ``"balanced"`` (the same
+        n / (K * n_class)) when the neural models weigh classes, so macro-F1 compares like with like."""
+        return None if self.class_weights is None else "balanced"
 
     @functools.cached_property
     def probe_features(self) -> dict[str, dict[str, np.ndarray]]:
