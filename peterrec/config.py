@@ -338,6 +338,8 @@ class StrategyConfig:
     train_cls: bool = False
     # pool every layer (item vectors and each block's output), standardised, with learned softmax weights
     layer_mix: bool = False
+    # scale the user vector by (clicks / 64) ** a, a trained from 0.5: longer histories give surer logits
+    length_scale: bool = False
     # peterrec, peter_zero, adapter: also a low-rank offset of the input item table (0: none; item_lora)
     item_rank: int = at_least(0, 0)
     lr: dict[str, float] = positive(default_factory=dict)  # per-strategy learning rate; else train.lr

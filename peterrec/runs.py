@@ -26,6 +26,7 @@ from peterrec.model.item_encoder import CONTENT_ITEM_ENCODERS
 from peterrec.model.next_item import NextItemModel, build_next_item_model
 from peterrec.model.transfer import STRATEGY_PLANS, TransferModel, apply_strategy, trainable_state_dict
 from peterrec.tasks import task_class
+from peterrec.tasks.base import transfer_model
 
 WEIGHTS_FILE = "backbone.safetensors"
 PATCH_FILE = "patch.safetensors"
@@ -122,7 +123,7 @@ def build_transfer_model(
     """The untrained model of a finetune run: backbone + head + the strategy's adapters."""
     s = config.strategy
     head = task_class(manifest.task_type).load_head(manifest.task, base, extras)
-    model = TransferModel(base.backbone, head, s.pooling, s.train_cls, s.layer_mix)
+    model = transfer_model(base.backbone, head, s)
     apply_strategy(model, manifest.strategy, seed=manifest.seed, **strategy_kwargs(config))
     return model
 
@@ -282,11 +283,10 @@ class PatchSwitcher:
         own = {k[len("backbone.") :]: v for k, v in run["patch"].items() if k.startswith("backbone.")}
         # A run without adapters (fine_last*) names its tensors as the unpatched backbone does.
         backbone.load_state_dict({**self.pristine, **to_current_names(backbone, own)})
-        s = run["config"].strategy
-        model = TransferModel(backbone, run["head"], s.pooling, s.train_cls, s.layer_mix)
-        for name in ("cls_embedding", "layer_weights"):
+        model = transfer_model(backbone, run["head"], run["config"].strategy)
+        for name, tensor in model.own_parameters().items():
             if name in run["patch"]:
-                getattr(model, name).data.copy_(run["patch"][name])
+                tensor.data.copy_(run["patch"][name])
         self.active = name
         return model.eval()
 

@@ -17,8 +17,8 @@ does is one row of :data:`STRATEGY_PLANS`:
 | ``scratch``    | everything                                          | random (seeded)            |
 | ``adapter``    | the configured adapter kind + head (no LayerNorms)  | pretrained, frozen         |
 
-A trainable [CLS] embedding (``train_cls=True``) and the layer mix (``layer_mix=True``) are trained by every
-strategy.
+A trainable [CLS] embedding (``train_cls=True``), the layer mix (``layer_mix=True``) and the length exponent
+(``length_scale=True``) are trained by every strategy.
 """
 
 from __future__ import annotations
@@ -62,6 +62,10 @@ assert tuple(STRATEGY_PLANS) == STRATEGIES, "every strategy needs exactly one pl
 
 NORMS_TRAINED: dict[str, tuple[str, ...]] = {"ln2": ("ln2",), "none": (), "all": ("ln1", "ln2")}
 
+# length_scale: clicks are counted relative to this many. Any constant gives the same family of models (the
+# head's weights absorb a constant factor); it only keeps the factor near 1 for a typical history at init.
+LENGTH_REFERENCE = 64
+
 
 class TransferModel(nn.Module):
     """A (pretrained) backbone and a task head: ``model(seqs)`` is ``head(user_representation(seqs))``.
@@ -88,6 +92,14 @@ class TransferModel(nn.Module):
     of ``layer_weights`` (one per layer, zeros at init: the plain average). Trained by every strategy, like
     the head: it lets a frozen backbone's task choose how much item identity (the bottom layer) and how
     much sequence context (the top) it reads. An ELMo-style scalar mix.
+
+    ``length_scale=True`` multiplies the user vector by ``(n / 64) ** a``, ``n`` the user's clicks (all
+    windows together) and ``a`` the trainable ``length_exponent``, 0.5 at init. Pooling by the mean (and
+    the layer mix's standardising) leaves a 20-click and a 700-click user with vectors of the same size, so
+    a linear head gives both logits of the same range although the longer history is much more evidence.
+    Logistic regression on an L2-normalised bag of items scales its logits as ``sqrt(n)`` times the mean
+    item weight, hence 0.5 (TensorFlow's ``sqrtn`` combiner); training moves it. The head's bias, the
+    prior, is not scaled.
     """
 
     def __init__(
@@ -97,6 +109,7 @@ class TransferModel(nn.Module):
         pooling: Pooling = "auto",
         train_cls: bool = False,
         layer_mix: bool = False,
+        length_scale: bool = False,
     ):
         super().__init__()
         check_choice("pooling", pooling, Pooling)
@@ -114,6 +127,15 @@ class TransferModel(nn.Module):
         self.layer_weights: nn.Parameter | None = None
         if layer_mix:
             self.layer_weights = nn.Parameter(torch.zeros(len(backbone.blocks) + 1))
+        self.length_exponent: nn.Parameter | None = None
+        if length_scale:
+            self.length_exponent = nn.Parameter(torch.tensor(0.5))
+
+    def own_parameters(self) -> dict[str, nn.Parameter]:
+        """The model's own trainable tensors outside the backbone and head, by name: a trainable [CLS], the
+        layer mix, the length exponent (those configured)."""
+        names = ("cls_embedding", "layer_weights", "length_exponent")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def forward(self, seqs: torch.Tensor) -> torch.Tensor:
         """Head outputs for left-padded item sequences (B, L), e.g. class logits or item scores."""
@@ -123,8 +145,17 @@ class TransferModel(nn.Module):
         """One vector (B, C) per left-padded sequence (B, L), pooled as ``self.pooling`` says.
 
         A whole history given as windows (B, W, L) is read window by window (each with its own [CLS] under
-        ``cls_end``) and the vectors of the windows that hold an item are averaged.
+        ``cls_end``) and the vectors of the windows that hold an item are averaged. With ``length_scale``
+        the vector is then scaled by the user's number of clicks.
         """
+        vectors = self._pooled(seqs)
+        if self.length_exponent is None:
+            return vectors
+        clicks = (seqs != PAD).flatten(1).sum(dim=1).clamp(min=1).to(vectors.dtype)
+        return vectors * (clicks / LENGTH_REFERENCE).pow(self.length_exponent.to(vectors.dtype)).unsqueeze(1)
+
+    def _pooled(self, seqs: torch.Tensor) -> torch.Tensor:
+        """:meth:`user_representation` before the length scale."""
         if seqs.dim() == 3:
             return self._windows_representation(seqs)
         appended = {"cls_end": CLS, "next_item": None if self.backbone.causal else MASK}.get(self.pooling)
@@ -165,7 +196,7 @@ class TransferModel(nn.Module):
         flat = seqs.reshape(batch * windows, length)
         used = (flat != PAD).any(dim=1)
         owner = torch.arange(batch, device=seqs.device).repeat_interleave(windows)[used]
-        vectors = self.user_representation(flat[used] if used.any() else flat[:1])[: len(owner)]
+        vectors = self._pooled(flat[used] if used.any() else flat[:1])[: len(owner)]
         sums = vectors.new_zeros(batch, vectors.shape[1]).index_add(0, owner, vectors)
         counts = torch.bincount(owner, minlength=batch).clamp(min=1).unsqueeze(1)
         return sums / counts.to(sums.dtype)
@@ -173,7 +204,7 @@ class TransferModel(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"pooling={self.pooling!r}, train_cls={self.cls_embedding is not None}, "
-            f"layer_mix={self.layer_weights is not None}"
+            f"layer_mix={self.layer_weights is not None}, length_scale={self.length_exponent is not None}"
         )
 
 
@@ -252,7 +283,7 @@ def apply_strategy(
         tensor.requires_grad_(True)
     trainable = count_parameters(model, trainable_only=True)
     head = count_parameters(model.head, trainable_only=True)
-    head += sum(p.numel() for p in (model.cls_embedding, model.layer_weights) if p is not None)
+    head += sum(p.numel() for p in model.own_parameters().values())
     return StrategyReport(
         strategy,
         trainable=trainable,
@@ -264,9 +295,9 @@ def apply_strategy(
 
 
 def _declared_trainable(model: TransferModel) -> list[nn.Parameter]:
-    """The head, a trainable [CLS], the layer mix and every tensor an adapter declared."""
-    tensors = list(model.head.parameters())
-    tensors += [p for p in (model.cls_embedding, model.layer_weights) if p is not None]
+    """The head, the model's own tensors (:meth:`TransferModel.own_parameters`) and every tensor an adapter
+    declared."""
+    tensors = list(model.head.parameters()) + list(model.own_parameters().values())
     for adapter in adapters_of(model):
         tensors += [model.backbone.get_parameter(name) for name in adapter.trainable_names]
     return tensors

@@ -157,9 +157,11 @@ def encode_sources(
 
 def transfer_model(backbone, head: nn.Module, strategy) -> TransferModel:
     """A :class:`TransferModel` as a config's ``strategy`` section says (pooling, trainable [CLS], layer
-    mix); a pooling this backbone cannot use is a config error."""
+    mix, length scale); a pooling this backbone cannot use is a config error."""
     try:
-        return TransferModel(backbone, head, strategy.pooling, strategy.train_cls, strategy.layer_mix)
+        return TransferModel(
+            backbone, head, strategy.pooling, strategy.train_cls, strategy.layer_mix, strategy.length_scale
+        )
     except ValueError as exc:  # e.g. first_last on a causal backbone
         raise ConfigError(f"strategy.pooling: {exc}") from None
 
