@@ -35,6 +35,17 @@ def test_log_loss_by_hand():
     assert out["log_loss"] == pytest.approx(-(np.log(0.9) + np.log(0.4) + np.log(1e-15)) / 3)
 
 
+def test_balanced_log_loss_by_hand():
+    probs = np.array([[0.9, 0.1, 0.0], [0.5, 0.5, 0.0], [0.2, 0.8, 0.0], [0.3, 0.3, 0.4]])
+    out = classification_metrics(probs, np.array([0, 0, 1, 1]))  # class 2 never occurs: not averaged in
+    class0, class1 = -(np.log(0.9) + np.log(0.5)) / 2, -(np.log(0.8) + np.log(0.3)) / 2
+    assert out["balanced_log_loss"] == pytest.approx((class0 + class1) / 2)
+    # one user of class 1 weighs as much as the three of class 0, unlike in the plain log loss
+    out = classification_metrics(np.array([[0.9, 0.1]] * 3 + [[0.9, 0.1]]), np.array([0, 0, 0, 1]))
+    assert out["balanced_log_loss"] == pytest.approx((-np.log(0.9) - np.log(0.1)) / 2)
+    assert out["log_loss"] == pytest.approx((-3 * np.log(0.9) - np.log(0.1)) / 4)
+
+
 def test_balanced_class_weights_follow_the_training_labels():
     config = load_config(FinetuneConfig, GENDER, [*QUICK, "task.class_weights=balanced"])
     task = ProfileTask(config, load_backbone(FIXTURES / "backbone"))

@@ -30,6 +30,7 @@ __all__ = [
     "ranking_metrics",
     "paired_bootstrap_ci",
     "per_user_correct",
+    "balanced_log_loss",
     "classification_metrics",
 ]
 
@@ -271,11 +272,21 @@ def per_user_correct(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (probs.argmax(axis=1) == labels).astype(np.float64)
 
 
+def balanced_log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over the classes present in ``labels`` of the log loss of that class's users."""
+    losses = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1.0))
+    present = np.unique(labels)
+    return float(np.mean([losses[labels == k].mean() for k in present]))
+
+
 def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Accuracy and macro-F1 of the argmax prediction, log loss, plus ROC-AUC when there are two classes.
 
     ``log_loss`` is the mean of ``-log p(true class)`` with probabilities clipped to [1e-15, 1] (a proper
     score: lower is better, and ``train.monitor: valid/log_loss`` stops early on it).
+    ``balanced_log_loss`` is the same per class, averaged over the classes in the labels: every class weighs
+    alike, as under ``task.class_weights: balanced`` (the loss such a model is trained on, and the score to
+    stop it on; macro-F1 weighs classes alike too).
 
     Macro-F1 is sklearn's ``f1_score(average="macro", zero_division=0)``, averaged over the classes present
     in the labels or the predictions. ``auc`` is the ROC-AUC of the class-1 probability (only for K == 2;
@@ -287,6 +298,7 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
         "accuracy": float((preds == labels).mean()),
         "macro_f1": float(f1_score(labels, preds, average="macro", zero_division=0)),
         "log_loss": float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1.0)).mean()),
+        "balanced_log_loss": balanced_log_loss(probs, labels),
     }
     if probs.shape[1] == 2:
         both = np.unique(labels).size == 2
