@@ -1,11 +1,13 @@
-"""Where the patches go on ML-100K profiles (docs/results.md "Where the patches go"): peterrec with the
-shipped config against one change at a time.
+"""Where the patches go, and the length scale, on ML-100K profiles (docs/results.md "Where the patches go"):
+peterrec against one change at a time.
 
 Usage: python scripts/patch_ablation.py OUT TASK [TASK ...]   (run by scripts/ml100k_study.sh)
 
-The shipped gender and age configs patch the last residual block only and read the whole history; each
-variant below changes one setting back (or tries a neighbour), runs peterrec with seed 0 on the five folds and
-is compared with the shipped config's seed-0 runs (OUT/TASK, the main table's) on the same users: paired
+The gender and age configs patch the last residual block only, read the whole history and (since the
+variants were measured) scale the user vector by the history's length. Each table's first row is the config
+before the length scale, and the variants of the patches change one setting of it (or try a neighbour), as
+they were measured; the last row is the shipped config (OUT/TASK, the main table's seed-0 runs). Each runs
+peterrec with seed 0 on the five folds and is compared with the first row on the same users: paired
 bootstrap over users of the task's main metric. Beside it: the mean over folds of the validation main metric
 and log loss, which is what a choice among the variants may look at (the test users play no part in it).
 Written to OUT/patches-TASK.md.
@@ -25,20 +27,24 @@ from peterrec.reporting import markdown_table, primary_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["train.progress=false"]
-# task -> {row label: overrides of the shipped config}; the first row is the shipped config itself
+BEFORE = ["strategy.length_scale=false"]  # the config the patch variants were measured on
+SHIPPED = "strategy.length_scale: true (the shipped config)"
+# task -> {row label: overrides of the shipped config}; the first row is the reference
 VARIANTS = {
     "gender": {
-        "the shipped config (patch in block 7)": [],
-        "adapter.layers: all (the paper: every block)": ["adapter.layers=all"],
-        "adapter.layers: [6, 7]": ["adapter.layers=[6,7]"],
-        "strategy.item_rank: 16": ["strategy.item_rank=16"],
-        "task.click_dropout: 0.3": ["task.click_dropout=0.3"],
+        "patch in block 7, no length scale (the config before)": BEFORE,
+        "adapter.layers: all (the paper: every block)": [*BEFORE, "adapter.layers=all"],
+        "adapter.layers: [6, 7]": [*BEFORE, "adapter.layers=[6,7]"],
+        "strategy.item_rank: 16": [*BEFORE, "strategy.item_rank=16"],
+        "task.click_dropout: 0.3": [*BEFORE, "task.click_dropout=0.3"],
+        SHIPPED: [],
     },
     "age": {
-        "the shipped config (patch in block 7, 799 clicks)": [],
-        "adapter.layers: all (the paper: every block)": ["adapter.layers=all"],
-        "data.max_len: 50 (the newest 49 clicks)": ["data.max_len=50"],
-        "both: every block, 49 clicks (the config before)": ["adapter.layers=all", "data.max_len=50"],
+        "patch in block 7, 799 clicks, no length scale (the config before)": BEFORE,
+        "adapter.layers: all (the paper: every block)": [*BEFORE, "adapter.layers=all"],
+        "data.max_len: 50 (the newest 49 clicks)": [*BEFORE, "data.max_len=50"],
+        "both: every block, 49 clicks": [*BEFORE, "adapter.layers=all", "data.max_len=50"],
+        SHIPPED: [],
     },
 }
 
@@ -63,15 +69,15 @@ def variant_runs(out: Path, task: str, overrides: list[str]):
 
 def ablate(out: Path, task: str) -> str:
     runs = {label: variant_runs(out, task, overrides) for label, overrides in VARIANTS[task].items()}
-    shipped = next(iter(runs.values()))
-    columns = primary_columns(shipped[0].manifest.metrics)
-    main, key = main_metric(shipped[0].manifest, columns)
-    reference = pooled_by_seed(shipped)
+    first = next(iter(runs.values()))
+    columns = primary_columns(first[0].manifest.metrics)
+    main, key = main_metric(first[0].manifest, columns)
+    reference = pooled_by_seed(first)
     rows = []
     for label, these in runs.items():
         pooled = pooled_by_seed(these)
         ci = "reference"
-        if these is not shipped:
+        if these is not first:
             diff, low, high = paired_bootstrap_metric_ci(pooled, reference, key)
             ci = f"{diff:+.4f} [{low:+.4f}, {high:+.4f}]"
         valid = [np.mean([r.manifest.metrics[f"valid/{m}"] for r in these]) for m in (key, "log_loss")]
@@ -82,7 +88,7 @@ def ablate(out: Path, task: str) -> str:
             [label, f"{trainable:,}", f"{pooled[0].summary()[key]:.4f}", ci, f"{valid[0]:.4f}"]
             + [f"{valid[1]:.4f}", f"{epochs:.1f}", f"{seconds:.2f}"]
         )
-    header = ["peterrec variant", "trainable params", main, f"Δ {main} vs shipped (95% CI)"]
+    header = ["peterrec variant", "trainable params", main, f"Δ {main} vs the first row (95% CI)"]
     header += [f"mean valid/{key}", "mean valid/log_loss", "best epoch", "s/epoch"]
     note = (
         f"peterrec, seed 0, 5-fold cross-validation over all {len(reference[0])} users (predictions pooled "
