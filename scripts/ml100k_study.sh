@@ -45,7 +45,8 @@ if [ "$PART" != coldrec ]; then
   #    of then: 49 clicks, no item-table patch), and the item-table patch itself (peterrec, item_rank 0 vs 8)
   step "ablations gender age" python scripts/profile_ablations.py "$OUT" gender age
   step "item rank gender age" python scripts/item_rank_ablation.py "$OUT" gender age
-  # where the patches go and the whole history on age, at the settings shipped since (peterrec, seed 0)
+  # where the patches go and the whole history on age (at the settings of then), and the length scale and the
+  # balanced stopping score shipped since (peterrec, seed 0)
   step "patches gender age" python scripts/patch_ablation.py "$OUT" gender age
   # the learning rate picked on validation, and 3. label efficiency on gender: both measured at the settings
   # of then as well

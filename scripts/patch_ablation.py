@@ -4,7 +4,8 @@ peterrec against one change at a time.
 Usage: python scripts/patch_ablation.py OUT TASK [TASK ...]   (run by scripts/ml100k_study.sh)
 
 The gender and age configs patch the last residual block only, read the whole history and (since the
-variants were measured) scale the user vector by the history's length. Each table's first row is the config
+variants were measured) scale the user vector by the history's length; age also stops on the balanced log
+loss since then. Each table's first row is the config
 before the length scale, and the variants of the patches change one setting of it (or try a neighbour), as
 they were measured; the last row is the shipped config (OUT/TASK, the main table's seed-0 runs). Each runs
 peterrec with seed 0 on the five folds and is compared with the first row on the same users: paired
@@ -28,6 +29,7 @@ from peterrec.reporting import markdown_table, primary_columns
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["train.progress=false"]
 BEFORE = ["strategy.length_scale=false"]  # the config the patch variants were measured on
+AGE_BEFORE = [*BEFORE, "train.monitor=valid/log_loss"]  # age also stopped on the plain log loss then
 SHIPPED = "strategy.length_scale: true (the shipped config)"
 # task -> {row label: overrides of the shipped config}; the first row is the reference
 VARIANTS = {
@@ -40,11 +42,12 @@ VARIANTS = {
         SHIPPED: [],
     },
     "age": {
-        "patch in block 7, 799 clicks, no length scale (the config before)": BEFORE,
-        "adapter.layers: all (the paper: every block)": [*BEFORE, "adapter.layers=all"],
-        "data.max_len: 50 (the newest 49 clicks)": [*BEFORE, "data.max_len=50"],
-        "both: every block, 49 clicks": [*BEFORE, "adapter.layers=all", "data.max_len=50"],
-        SHIPPED: [],
+        "patch in block 7, 799 clicks, no length scale, valid/log_loss (the config before)": AGE_BEFORE,
+        "adapter.layers: all (the paper: every block)": [*AGE_BEFORE, "adapter.layers=all"],
+        "data.max_len: 50 (the newest 49 clicks)": [*AGE_BEFORE, "data.max_len=50"],
+        "both: every block, 49 clicks": [*AGE_BEFORE, "adapter.layers=all", "data.max_len=50"],
+        "strategy.length_scale: true, stopping on valid/log_loss": ["train.monitor=valid/log_loss"],
+        "the shipped config (length scale, stopping on valid/balanced_log_loss)": [],
     },
 }
 
@@ -54,7 +57,7 @@ def slug(overrides: list[str]) -> str:
     parts = []
     for override in overrides:
         key, value = override.split("=", 1)
-        parts.append(key.split(".")[-1] + value.strip("[]"))
+        parts.append(key.split(".")[-1] + value.strip("[]").replace("/", "_"))
     return "-".join(parts)
 
 
