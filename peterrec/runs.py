@@ -284,9 +284,9 @@ class PatchSwitcher:
         # A run without adapters (fine_last*) names its tensors as the unpatched backbone does.
         backbone.load_state_dict({**self.pristine, **to_current_names(backbone, own)})
         model = transfer_model(backbone, run["head"], run["config"].strategy)
-        for name, tensor in model.own_parameters().items():
-            if name in run["patch"]:
-                tensor.data.copy_(run["patch"][name])
+        for tensor_name, tensor in model.own_parameters().items():
+            if tensor_name in run["patch"]:
+                tensor.data.copy_(run["patch"][tensor_name])
         self.active = name
         return model.eval()
 

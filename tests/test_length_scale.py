@@ -77,6 +77,7 @@ def test_a_trained_exponent_is_saved_and_restored(tmp_path):
     switcher = PatchSwitcher(FIXTURES / "backbone")
     switcher.add(run_dir, "gender")
     assert switcher.use("gender").length_exponent.item() == exponent.item()
+    assert switcher.active == "gender"  # the task switched to, not the last tensor restored
 
 
 def test_the_option_must_be_a_boolean():
