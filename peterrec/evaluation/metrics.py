@@ -30,6 +30,7 @@ __all__ = [
     "ranking_metrics",
     "paired_bootstrap_ci",
     "per_user_correct",
+    "per_user_log_loss",
     "balanced_log_loss",
     "classification_metrics",
 ]
@@ -272,9 +273,14 @@ def per_user_correct(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (probs.argmax(axis=1) == labels).astype(np.float64)
 
 
+def per_user_log_loss(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(U,) ``-log p(true class)`` of each user, probabilities clipped to [1e-15, 1]."""
+    return -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1.0))
+
+
 def balanced_log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
     """Mean over the classes present in ``labels`` of the log loss of that class's users."""
-    losses = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1.0))
+    losses = per_user_log_loss(probs, labels)
     present = np.unique(labels)
     return float(np.mean([losses[labels == k].mean() for k in present]))
 
@@ -297,7 +303,7 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
     out = {
         "accuracy": float((preds == labels).mean()),
         "macro_f1": float(f1_score(labels, preds, average="macro", zero_division=0)),
-        "log_loss": float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1.0)).mean()),
+        "log_loss": float(per_user_log_loss(probs, labels).mean()),
         "balanced_log_loss": balanced_log_loss(probs, labels),
     }
     if probs.shape[1] == 2:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from peterrec.evaluation.metrics import per_user_log_loss
+
 CLASSIFICATION_METRICS = ("accuracy", "macro_f1", "auc", "log_loss")
 
 
@@ -155,8 +157,7 @@ def _classification_metric(name: str, probs: np.ndarray, labels: np.ndarray, wei
         return weighted_auc(probs[:, 1], labels, weights)
     if name == "macro_f1":
         return weighted_macro_f1(probs.argmax(axis=1), labels, probs.shape[1], weights)
-    true_prob = np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1.0)
-    return weights @ -np.log(true_prob) / weights.sum(axis=1)
+    return weights @ per_user_log_loss(probs, labels) / weights.sum(axis=1)
 
 
 def weighted_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
