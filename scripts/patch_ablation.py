@@ -5,10 +5,10 @@ Usage: python scripts/patch_ablation.py OUT TASK [TASK ...]   (run by scripts/ml
 
 The gender and age configs patch the last residual block only, read the whole history and (since the
 variants were measured) scale the user vector by the history's length; age also stops on the balanced log
-loss since then. Each table's first row is the config
-before the length scale, and the variants of the patches change one setting of it (or try a neighbour), as
-they were measured; the last row is the shipped config (OUT/TASK, the main table's seed-0 runs). Each runs
-peterrec with seed 0 on the five folds and is compared with the first row on the same users: paired
+loss since then. Each table's first row is the config before the length scale, and the variants of the
+patches change one setting of it (or try a neighbour), as they were measured; the last row is the shipped
+config (OUT/TASK, the main table's seed-0 runs). Each runs peterrec with seed 0 on the five folds and is
+compared with the first row on the same users: paired
 bootstrap over users of the task's main metric. Beside it: the mean over folds of the validation main metric
 and log loss, which is what a choice among the variants may look at (the test users play no part in it).
 Written to OUT/patches-TASK.md.
@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["train.progress=false"]
 BEFORE = ["strategy.length_scale=false"]  # the config the patch variants were measured on
 AGE_BEFORE = [*BEFORE, "train.monitor=valid/log_loss"]  # age also stopped on the plain log loss then
-SHIPPED = "strategy.length_scale: true (the shipped config)"
 # task -> {row label: overrides of the shipped config}; the first row is the reference
 VARIANTS = {
     "gender": {
@@ -39,7 +38,7 @@ VARIANTS = {
         "adapter.layers: [6, 7]": [*BEFORE, "adapter.layers=[6,7]"],
         "strategy.item_rank: 16": [*BEFORE, "strategy.item_rank=16"],
         "task.click_dropout: 0.3": [*BEFORE, "task.click_dropout=0.3"],
-        SHIPPED: [],
+        "strategy.length_scale: true (the shipped config)": [],
     },
     "age": {
         "patch in block 7, 799 clicks, no length scale, valid/log_loss (the config before)": AGE_BEFORE,
