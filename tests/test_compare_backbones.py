@@ -4,6 +4,7 @@ backbones, baselines shown once unless they read the backbone."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 import shutil
@@ -13,7 +14,7 @@ import pytest
 from conftest import REPO_ROOT, SAMPLE_CONFIG, TINY_OVERRIDES, set_args
 from test_compare import STRATEGIES, child_env, compare_args, invoke, parse_table  # noqa: F401 (a fixture)
 
-from peterrec.commands.compare import backbone_labels, saved_config_is
+from peterrec.commands.compare import backbone_labels, run_identity, saved_config_is
 from peterrec.config import FinetuneConfig, dump_config, load_config
 from peterrec.errors import PeterRecError
 from peterrec.runs import WEIGHTS_FILE
@@ -225,7 +226,7 @@ def test_labels_are_directory_names_made_unique_by_their_parents():
 
 def test_a_run_saved_before_a_key_existed_counts_as_the_same_config(tmp_path):
     config = load_config(FinetuneConfig, REPO_ROOT / "configs" / "finetune" / "sample_coldrec.yaml")
-    expected = dump_config(config)
+    expected = run_identity(config)
     older = "\n".join(line for line in expected.splitlines() if not line.strip().startswith("items:"))
     assert older != expected  # the key the older run lacks
     (tmp_path / "config.yaml").write_text(older + "\n", encoding="utf-8")
@@ -234,3 +235,17 @@ def test_a_run_saved_before_a_key_existed_counts_as_the_same_config(tmp_path):
     assert not saved_config_is(tmp_path, expected)
     (tmp_path / "config.yaml").write_text("task: [not, a, mapping]\n", encoding="utf-8")
     assert not saved_config_is(tmp_path, expected)
+
+
+def with_lr_table(config: FinetuneConfig, table: dict[str, float]) -> FinetuneConfig:
+    return dataclasses.replace(config, strategy=dataclasses.replace(config.strategy, lr=table))
+
+
+def test_another_strategys_lr_entry_does_not_make_a_run_stale(tmp_path):
+    """The per-strategy lr table is resolved into ``train.lr``: only the run's own lr is its identity."""
+    config = load_config(FinetuneConfig, REPO_ROOT / "configs" / "finetune" / "sample_coldrec.yaml")
+    (tmp_path / "config.yaml").write_text(dump_config(with_lr_table(config, {"fine_all": 3e-3})), "utf-8")
+    retuned = with_lr_table(config, {"fine_all": 3e-4})
+    assert saved_config_is(tmp_path, run_identity(retuned))
+    own_lr = dataclasses.replace(retuned, train=dataclasses.replace(config.train, lr=config.train.lr * 3))
+    assert not saved_config_is(tmp_path, run_identity(own_lr))

@@ -289,14 +289,21 @@ def interrupted_run(staging: Path) -> bool:
     return False
 
 
+def run_identity(resolved: FinetuneConfig) -> str:
+    """What makes two runs the same: the resolved config without ``strategy.lr``. A run's own lr is already in
+    ``train.lr``, so changing another strategy's entry in the per-strategy table does not make it stale."""
+    return dump_config(dataclasses.replace(resolved, strategy=dataclasses.replace(resolved.strategy, lr={})))
+
+
 def saved_config_is(run_dir: Path, expected: str) -> bool:
-    """Whether the run's saved config means ``expected``: both read with today's loader, so a run saved before
-    a key was added (and so without it, at its default) still counts as the same config."""
+    """Whether the run's saved config means ``expected`` (a :func:`run_identity`): both read with today's
+    loader, so a run saved before a key was added (and so without it, at its default) still counts as the same
+    config."""
     try:
         saved = load_config(FinetuneConfig, run_dir / "config.yaml")
     except PeterRecError:
         return False
-    return dump_config(saved) == expected
+    return run_identity(saved) == expected
 
 
 def ensure_run(
@@ -304,7 +311,7 @@ def ensure_run(
 ) -> RunRecord:
     """Reuse a finished run made from the same config and backbone; otherwise run it afresh."""
     config = spec_config(config, spec)
-    expected = dump_config(
+    expected = run_identity(
         resolve_overrides(config, split_strategy(spec.strategy)[0], spec.seed, spec.fraction)
     )
     if run_dir.is_dir():
