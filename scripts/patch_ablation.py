@@ -5,9 +5,10 @@ Usage: python scripts/patch_ablation.py OUT TASK [TASK ...]   (run by scripts/ml
 
 The gender and age configs patch the last residual block only, read the whole history and (since the
 variants were measured) scale the user vector by the history's length; age also stops on the balanced log
-loss since then. Each table's first row is the config before the length scale, and the variants of the
-patches change one setting of it (or try a neighbour), as they were measured; the last row is the shipped
-config (OUT/TASK, the main table's seed-0 runs). Each runs peterrec with seed 0 on the five folds and is
+loss since then, and peterrec's lr was re-chosen last (LR_THEN: the lr every earlier row ran at). Each table's
+first row is the config before the length scale, and the variants of the patches change one setting of it (or
+try a neighbour), as they were measured; the last rows are the lr grid, ending with the shipped config
+(OUT/TASK, the main table's seed-0 runs). Each runs peterrec with seed 0 on the five folds and is
 compared with the first row on the same users: paired
 bootstrap over users of the task's main metric. Beside it: the mean over folds of the validation main metric
 and log loss, which is what a choice among the variants may look at (the test users play no part in it).
@@ -28,7 +29,8 @@ from peterrec.reporting import markdown_table, primary_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = ["train.progress=false"]
-BEFORE = ["strategy.length_scale=false"]  # the config the patch variants were measured on
+LR_THEN = ["strategy.lr.peterrec=1e-3"]  # peterrec's lr until it was re-chosen (the last rows)
+BEFORE = [*LR_THEN, "strategy.length_scale=false"]  # the config the patch variants were measured on
 AGE_BEFORE = [*BEFORE, "train.monitor=valid/log_loss"]  # age also stopped on the plain log loss then
 # task -> {row label: overrides of the shipped config}; the first row is the reference
 VARIANTS = {
@@ -38,15 +40,19 @@ VARIANTS = {
         "adapter.layers: [6, 7]": [*BEFORE, "adapter.layers=[6,7]"],
         "strategy.item_rank: 16": [*BEFORE, "strategy.item_rank=16"],
         "task.click_dropout: 0.3": [*BEFORE, "task.click_dropout=0.3"],
-        "strategy.length_scale: true (the shipped config)": [],
+        "strategy.length_scale: true, lr 1e-3": LR_THEN,
+        "strategy.length_scale: true, lr 3e-3": ["strategy.lr.peterrec=3e-3"],
+        "strategy.length_scale: true, lr 3e-4 (the shipped config)": [],
     },
     "age": {
         "patch in block 7, 799 clicks, no length scale, valid/log_loss (the config before)": AGE_BEFORE,
         "adapter.layers: all (the paper: every block)": [*AGE_BEFORE, "adapter.layers=all"],
         "data.max_len: 50 (the newest 49 clicks)": [*AGE_BEFORE, "data.max_len=50"],
         "both: every block, 49 clicks": [*AGE_BEFORE, "adapter.layers=all", "data.max_len=50"],
-        "strategy.length_scale: true, stopping on valid/log_loss": ["train.monitor=valid/log_loss"],
-        "the shipped config (length scale, stopping on valid/balanced_log_loss)": [],
+        "strategy.length_scale: true, stopping on valid/log_loss": [*LR_THEN, "train.monitor=valid/log_loss"],
+        "length scale, stopping on valid/balanced_log_loss, lr 1e-3": LR_THEN,
+        "length scale, stopping on valid/balanced_log_loss, lr 3e-4": ["strategy.lr.peterrec=3e-4"],
+        "length scale, stopping on valid/balanced_log_loss, lr 3e-3 (the shipped config)": [],
     },
 }
 

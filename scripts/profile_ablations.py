@@ -25,8 +25,9 @@ from peterrec.reporting import markdown_table, primary_columns
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ("peterrec", "fine_all")
 QUIET = ["train.progress=false"]
-# the defaults when these ablations were measured
-BASE = ["data.max_len=50", "strategy.item_rank=0", "adapter.layers=all"]
+# the defaults when these ablations were measured (later options off, the lrs and stopping score of then)
+BASE = ["data.max_len=50", "strategy.item_rank=0", "adapter.layers=all", "strategy.length_scale=false"]
+BASE += ["strategy.lr.peterrec=1e-3", "strategy.lr.fine_all=3e-3", "train.monitor=valid/log_loss"]
 # name -> (what changes, config overrides); the longest ML-100K history has 737 clicks
 VARIANTS = {
     "default": ("the shipped config of then (BASE)", []),
