@@ -1,6 +1,6 @@
 """Paired bootstrap CI between two sets of cross-validated runs that one ``compare`` table cannot hold.
 
-Usage: python scripts/paired_runs.py METRIC RUNS_A STRATEGY_A RUNS_B STRATEGY_B   (docs/results.md)
+Usage: python scripts/paired_runs.py METRIC RUNS_A STRATEGY_A RUNS_B STRATEGY_B [SEEDS]   (docs/results.md)
 
 ``RUNS_A`` and ``RUNS_B`` are the ``runs/`` folders of two ``compare --out`` directories, for instance one per
 backbone: ``compare`` keys its runs by config and backbone, so the same strategy on two backbones never
@@ -8,7 +8,8 @@ shares a table. Every seed of ``STRATEGY`` found there (``{strategy}-f1-s{seed}-
 its folds, both sides must cover the same users, and the difference A − B of the seed means of ``METRIC``
 (``auc``, ``macro_f1``, ``accuracy``, ``log_loss``) gets the paired bootstrap CI over users that ``compare``
 reports.
-Prints each side's seed-mean of the metric on test and of the validation log losses, then the difference.
+``SEEDS`` (e.g. ``0`` or ``0,1``) keeps only those seeds on both sides. Prints each side's seed-mean of the
+metric on test and of the validation log losses, then the difference.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ RUN_NAME = re.compile(r"(?P<strategy>.+)-f1-s(?P<seed>\d+)-k(?P<fold>\d+)$")
 VALID_SCORES = ("valid/log_loss", "valid/balanced_log_loss")
 
 
-def runs_by_seed(runs: Path, strategy: str) -> dict[int, list[Path]]:
-    """The finished fold runs of ``strategy`` under ``runs``, grouped by seed."""
+def runs_by_seed(runs: Path, strategy: str, keep: set[int] | None) -> dict[int, list[Path]]:
+    """The finished fold runs of ``strategy`` under ``runs``, grouped by seed (only ``keep``'s, if given)."""
     seeds: dict[int, list[Path]] = {}
     for run in sorted(runs.iterdir()):
         match = RUN_NAME.match(run.name)
-        if match and match["strategy"] == strategy and (run / "test_per_user.json").exists():
+        wanted = keep is None or int(match["seed"]) in keep if match else False
+        if wanted and match["strategy"] == strategy and (run / "test_per_user.json").exists():
             seeds.setdefault(int(match["seed"]), []).append(run)
     if not seeds:
         raise SystemExit(f"no finished runs of {strategy!r} under {runs}")
@@ -58,11 +60,12 @@ def describe(label: str, seeds: dict[int, list[Path]], metric: str) -> list[User
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 5:
+    if len(argv) not in (5, 6):
         raise SystemExit(__doc__)
-    metric, runs_a, strategy_a, runs_b, strategy_b = argv
-    a = describe(f"A {runs_a} {strategy_a}", runs_by_seed(Path(runs_a), strategy_a), metric)
-    b = describe(f"B {runs_b} {strategy_b}", runs_by_seed(Path(runs_b), strategy_b), metric)
+    metric, runs_a, strategy_a, runs_b, strategy_b = argv[:5]
+    keep = {int(s) for s in argv[5].split(",")} if len(argv) == 6 else None
+    a = describe(f"A {runs_a} {strategy_a}", runs_by_seed(Path(runs_a), strategy_a, keep), metric)
+    b = describe(f"B {runs_b} {strategy_b}", runs_by_seed(Path(runs_b), strategy_b, keep), metric)
     diff, low, high = paired_bootstrap_metric_ci(a, b, metric)
     interval = f"[{low:+.4f}, {high:+.4f}]"
     print(f"A - B on test/{metric}: {diff:+.4f} {interval} (paired bootstrap 95% CI over users)")
