@@ -30,6 +30,8 @@ Strategy = Literal[
     "peterrec", "fine_all", "fine_cls", "fine_last1", "fine_last2", "peter_zero", "scratch", "adapter"
 ]
 TrainNorms = Literal["ln2", "none", "all"]
+# the frozen pretrained ID item table as trained (keep), or rescaled to the initialiser's std (init)
+ItemScale = Literal["keep", "init"]
 Pooling = Literal["auto", "cls_end", "first_last", "mean", "next_item"]
 Insertion = Literal["serial", "serial_block", "parallel", "block_parallel"]
 ParallelForm = Literal["residual", "original"]

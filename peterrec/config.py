@@ -31,6 +31,7 @@ from peterrec.choices import (
     EvalProtocol,
     History,
     ItemFeatureKind,
+    ItemScale,
     MissingText,
     Objective,
     Pooling,
@@ -342,6 +343,9 @@ class StrategyConfig:
     length_scale: bool = False
     # peterrec, peter_zero, adapter: also a low-rank offset of the input item table (0: none; item_lora)
     item_rank: int = at_least(0, 0)
+    # peterrec, adapter: the frozen pretrained ID item table as trained (keep) or rescaled to the
+    # initialiser's std (init); other strategies ignore it (their saved config says keep)
+    item_scale: ItemScale = "keep"
     lr: dict[str, float] = positive(default_factory=dict)  # per-strategy learning rate; else train.lr
 
 

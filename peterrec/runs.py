@@ -113,6 +113,7 @@ def strategy_kwargs(config: FinetuneConfig) -> dict[str, Any]:
         "modules": a.modules,
         "train_norms": config.strategy.train_norms,
         "item_rank": config.strategy.item_rank,
+        "item_scale": config.strategy.item_scale,
         **a.options,
     }
 

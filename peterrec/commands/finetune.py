@@ -24,7 +24,7 @@ from peterrec.choices import STRATEGIES
 from peterrec.commands.common import config_option, finish_run, set_option, training_facts
 from peterrec.config import FinetuneConfig, check_values, dump_config, load_config
 from peterrec.manifest import BaseRef, FinetuneManifest
-from peterrec.model.transfer import apply_strategy, trainable_state_dict
+from peterrec.model.transfer import apply_strategy, item_scale_applies, trainable_state_dict
 from peterrec.reporting import finetune_summary
 from peterrec.runs import PATCH_FILE, PER_USER_FILE, BaseRun, load_backbone, strategy_kwargs
 from peterrec.runtime import peak_memory_bytes, resolve_device, seed_everything
@@ -50,6 +50,8 @@ def resolve_overrides(
 ) -> FinetuneConfig:
     """Command-line choices win over the config file; the result is what gets saved."""
     s = dataclasses.replace(config.strategy, name=strategy or config.strategy.name)
+    if not item_scale_applies(s.name):  # what the run saves says what acted on it
+        s = dataclasses.replace(s, item_scale="keep")
     task = config.task
     if train_fraction is not None:
         task = dataclasses.replace(task, train_fraction=train_fraction)

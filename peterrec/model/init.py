@@ -6,6 +6,8 @@ import torch
 from torch import nn
 
 INIT_STD = 0.02
+# the standard deviation trunc_normal_ actually draws with: a normal cut at ±2σ keeps 0.8796 of its σ
+TRUNCATED_INIT_STD = INIT_STD * 0.8796
 
 
 def trunc_normal_(tensor: torch.Tensor, std: float = INIT_STD) -> torch.Tensor:
