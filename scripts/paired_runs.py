@@ -32,9 +32,11 @@ def runs_by_seed(runs: Path, strategy: str, keep: set[int] | None) -> dict[int, 
     seeds: dict[int, list[Path]] = {}
     for run in sorted(runs.iterdir()):
         match = RUN_NAME.match(run.name)
-        wanted = keep is None or int(match["seed"]) in keep if match else False
-        if wanted and match["strategy"] == strategy and (run / "test_per_user.json").exists():
-            seeds.setdefault(int(match["seed"]), []).append(run)
+        if not match or match["strategy"] != strategy or not (run / "test_per_user.json").exists():
+            continue
+        seed = int(match["seed"])
+        if keep is None or seed in keep:
+            seeds.setdefault(seed, []).append(run)
     if not seeds:
         raise SystemExit(f"no finished runs of {strategy!r} under {runs}")
     return seeds
@@ -53,7 +55,8 @@ def mean_valid(folds: list[Path]) -> dict[str, float]:
 def describe(label: str, seeds: dict[int, list[Path]], metric: str) -> list[UserOutputs]:
     pooled = [pooled_outputs(seeds[s]) for s in sorted(seeds)]
     test = np.mean([p.metric(metric)[0] for p in pooled])
-    valid = {k: np.mean([mean_valid(seeds[s])[k] for s in seeds]) for k in mean_valid(seeds[min(seeds)])}
+    per_seed = [mean_valid(seeds[s]) for s in sorted(seeds)]
+    valid = {k: np.mean([scores[k] for scores in per_seed]) for k in per_seed[0]}
     shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items())
     print(f"{label}: seeds {sorted(seeds)}, test/{metric} {test:.4f} (pooled per seed, mean); {shown}")
     return pooled

@@ -331,7 +331,7 @@ def rescale_item_table(backbone: NextItNet) -> float:
 
     Next-item pretraining leaves the table about twice as spread as it was drawn (ML-100K: 0.034 vs 0.0176).
     On gender, the frozen backbone under the same patches reads users better with the table shrunk back
-    (validation log loss 0.5296 vs 0.5365 over 3 seeds; docs/results.md). Returns the factor applied.
+    (validation log loss 0.5295 vs 0.5365 over 3 seeds; docs/results.md). Returns the factor applied.
     """
     embedding = getattr(backbone.item_encoder, "embedding", None)
     if not isinstance(embedding, nn.Embedding):
