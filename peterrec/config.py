@@ -187,6 +187,9 @@ class ObjectiveConfig:
     """Pretraining objective and output layer."""
 
     objective: Objective = "autoregressive"
+    # autoregressive: each position's target is drawn from the next target_window items (1: the next item,
+    # NextItNet's objective; objectives.future_window_batch)
+    target_window: int = at_least(1, 1)
     mask_ratio: float = bounded(0.3, low=0.0, high=1.0, low_open=True)
     max_masked: int = at_least(1, 30)
     softmax: Softmax = "auto"  # exact up to a vocabulary size, sampled beyond (objectives.resolve_softmax)
@@ -243,6 +246,11 @@ class PretrainConfig:
             raise ConfigError(
                 f"{source}: objective.objective 'masked' needs model.causal: false "
                 "(a causal model cannot use the context after a masked item); set model.causal: false"
+            )
+        if obj == "masked" and self.objective.target_window != 1:
+            raise ConfigError(
+                f"{source}: objective.target_window applies to objective 'autoregressive' only "
+                f"(a masked item is its own target), got {self.objective.target_window}"
             )
         # Single values are range-checked when the sections are built (the ``bounded`` fields).
         if self.data.min_length < 3:

@@ -54,6 +54,15 @@ def test_objective_and_causality_must_match(tmp_path):
         load_config(PretrainConfig, _write(tmp_path, "model:\n  causal: false\n"))
 
 
+def test_target_window_is_for_the_autoregressive_objective_only(tmp_path):
+    masked = "model:\n  causal: false\nobjective:\n  objective: masked\n"
+    assert load_config(PretrainConfig, _write(tmp_path, masked)).objective.target_window == 1
+    with pytest.raises(ConfigError, match="target_window applies to objective 'autoregressive' only"):
+        load_config(PretrainConfig, _write(tmp_path, masked), ["objective.target_window=4"])
+    causal = load_config(PretrainConfig, _write(tmp_path, ""), ["objective.target_window=4"])
+    assert causal.objective.target_window == 4
+
+
 def test_overrides_apply_and_are_checked(tmp_path):
     path = _write(tmp_path, "train:\n  lr: 0.1\n")
     config = load_config(PretrainConfig, path, ["train.lr=3e-4", "model.dilations=[1,2]"])

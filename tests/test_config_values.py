@@ -39,6 +39,7 @@ PRETRAIN_BAD = {
     "model.kernel_size": AT_LEAST_1,
     "model.text.hashing_features": ("1", "0", "-3", "2.5"),
     "model.text.hidden": AT_LEAST_1,
+    "objective.target_window": AT_LEAST_1,
     "objective.mask_ratio": FRACTION,
     "objective.max_masked": AT_LEAST_1,
     "objective.num_samples": AT_LEAST_1,

@@ -11,6 +11,7 @@ from peterrec.model.item_encoder import ItemOutput
 from peterrec.training.objectives import (
     autoregressive_batch,
     full_softmax_loss,
+    future_window_batch,
     mask_batch,
     pretrain_loss,
     sampled_softmax_loss,
@@ -84,6 +85,51 @@ def test_autoregressive_batch_targets_pad_where_input_or_target_is_pad():
     assert torch.equal(targets[~no_loss], seqs[:, 1:][~no_loss])
     # A length-n sequence yields n - 1 training positions.
     assert (targets != PAD).sum(dim=1).tolist() == [0, 0, 1, 4, 8]
+
+
+def test_future_window_of_one_is_the_next_item_objective_and_draws_nothing():
+    seqs = _left_padded([0, 1, 2, 5, 9], 9, num_items=20)
+    generator = torch.Generator().manual_seed(3)
+    state = generator.get_state()
+    inputs, targets = future_window_batch(seqs, 1, generator)
+    expected_inputs, expected_targets = autoregressive_batch(seqs)
+    assert torch.equal(inputs, expected_inputs) and torch.equal(targets, expected_targets)
+    assert torch.equal(generator.get_state(), state)
+
+
+def test_future_window_targets_lie_within_the_next_window_items():
+    # Distinct items per row, so each target names the position it was taken from.
+    length, window = 12, 4
+    seqs = torch.full((3, length + 1), PAD, dtype=torch.long)
+    for row, n in enumerate([13, 7, 2]):
+        seqs[row, length + 1 - n :] = torch.arange(4, 4 + n)
+    seen_offsets = set()
+    for seed in range(20):
+        inputs, targets = future_window_batch(seqs, window, torch.Generator().manual_seed(seed))
+        assert torch.equal(inputs, seqs[:, :-1])
+        # Loss positions are exactly the next-item objective's: every real input position.
+        assert torch.equal(targets == PAD, autoregressive_batch(seqs)[1] == PAD)
+        for row, t in (targets != PAD).nonzero().tolist():
+            source = int((seqs[row] == targets[row, t]).nonzero())
+            offset = source - t
+            last = length  # the row's last item: a target is never read past it
+            assert 1 <= offset <= window or source == last, (row, t, offset)
+            assert source > t  # causal: the target comes after every input the position sees
+            if t + window <= last:
+                seen_offsets.add(offset)
+    assert seen_offsets == {1, 2, 3, 4}  # every offset of the window is drawn
+    # Near the end the window is clipped to the last item.
+    _, targets = future_window_batch(seqs, window, torch.Generator().manual_seed(0))
+    assert int(targets[0, length - 1]) == int(seqs[0, length])
+
+
+def test_future_window_batch_is_reproducible_and_rejects_a_zero_window():
+    seqs = _left_padded([3, 8, 20], 21, num_items=50)
+    a = future_window_batch(seqs, 5, torch.Generator().manual_seed(7))
+    b = future_window_batch(seqs, 5, torch.Generator().manual_seed(7))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    with pytest.raises(ValueError, match="window"):
+        future_window_batch(seqs, 0, torch.Generator())
 
 
 def test_mask_batch_counts_and_never_touches_pad():

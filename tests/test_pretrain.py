@@ -63,6 +63,18 @@ def test_variants_learn_the_sample(tmp_path, one_thread, config_name, overrides)
     assert model > popularity + 0.1, (model, popularity)
 
 
+def test_target_window_changes_what_pretraining_learns_and_is_reproducible(tmp_path, one_thread):
+    def weights(name, *overrides):
+        manifest = _run(tmp_path / name, "autoregressive", "train.epochs=1", *overrides)
+        return manifest["sha256"]
+
+    next_item = weights("w1")
+    assert weights("w1-default", "objective.target_window=1") == next_item  # 1 is the next-item objective
+    window = weights("w4", "objective.target_window=4")
+    assert window != next_item
+    assert weights("w4-again", "objective.target_window=4") == window
+
+
 def test_manifest_records_the_resolved_softmax_and_precision(tmp_path, one_thread):
     from peterrec.runtime import resolve_precision
 

@@ -35,7 +35,7 @@ from peterrec.runtime import resolve_device, seed_everything
 from peterrec.tasks import task_class
 from peterrec.tokens import NUM_SPECIAL_TOKENS, PAD
 from peterrec.training.distributed import SINGLE, Distributed, device_for, from_environment
-from peterrec.training.objectives import autoregressive_batch, mask_batch, pretrain_loss, resolve_softmax
+from peterrec.training.objectives import future_window_batch, mask_batch, pretrain_loss, resolve_softmax
 from peterrec.training.samplers import make_sampler
 from peterrec.training.trainer import EpochBatches, Trainer
 
@@ -77,7 +77,7 @@ def make_step_loss(
         chosen = distributed.shard(batches.indices(epoch, step))
         seqs = trim_shared_padding(windows[torch.from_numpy(chosen)].long())
         if autoregressive:
-            inputs, targets = autoregressive_batch(seqs)
+            inputs, targets = future_window_batch(seqs, obj.target_window, generator)
         else:
             inputs, targets = mask_batch(seqs, data.num_items, generator, obj.mask_ratio, obj.max_masked)
         inputs, targets = inputs.to(device), targets.to(device)

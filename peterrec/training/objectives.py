@@ -42,6 +42,32 @@ def autoregressive_batch(seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return inputs, targets
 
 
+def future_window_batch(
+    seqs: torch.Tensor, window: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like :func:`autoregressive_batch`, but each position's target is drawn from the next ``window`` items.
+
+    For input position ``t`` the target is ``seqs[:, t + j]`` with ``j`` uniform in ``1..window`` and
+    clipped to the last item of the row, drawn anew every call from the CPU ``generator``. The inputs
+    are those of :func:`autoregressive_batch` and every target lies after its input, so a causal model
+    still never sees what it predicts. ``window=1`` is the next-item objective exactly (and draws
+    nothing). Predicting any of the coming items rather than the very next one is the "dense all-action"
+    idea of PinnerFormer (Pancha et al., KDD 2022): the representation has to carry the user's taste
+    over the next stretch of clicks, not only what follows the newest one (docs/design.md).
+    """
+    if window < 1:
+        raise ValueError(f"window must be at least 1, got {window}")
+    inputs, targets = autoregressive_batch(seqs)
+    if window == 1:
+        return inputs, targets
+    batch, length = inputs.shape
+    ahead = torch.randint(1, window + 1, (batch, length), generator=generator).to(seqs.device)
+    positions = torch.arange(length, device=seqs.device).unsqueeze(0)
+    source = (positions + ahead).clamp(max=length)  # column in seqs; length is the row's last item
+    targets = seqs.gather(1, source).masked_fill(inputs == PAD, PAD)
+    return inputs, targets
+
+
 def masked_count(lengths: torch.Tensor, ratio: float = 0.3, max_masked: int = 30) -> torch.Tensor:
     """Positions to mask per sequence: min(max_masked, max(1, round(ratio * len))), 0 for empty rows.
 
@@ -263,6 +289,7 @@ def pretrain_loss(
 
 __all__ = [
     "autoregressive_batch",
+    "future_window_batch",
     "masked_count",
     "mask_batch",
     "select_targets",
