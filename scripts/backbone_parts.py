@@ -1,13 +1,19 @@
 """Which part of a pretrained backbone a transfer result rests on: write backbones with one part replaced.
 
-Usage: python scripts/backbone_parts.py BACKBONE_DIR OUT_DIR [SEED]   (docs/results.md)
+Usage: python scripts/backbone_parts.py BACKBONE_DIR OUT_DIR [SEED] [TASKS_DIR]   (docs/results.md)
 
 Writes three backbone runs under OUT_DIR, each loadable by ``peterrec finetune`` / ``compare --backbone``:
 
 - ``random-items``: the pretrained convolution stack with the item table ``peter_zero`` draws for SEED;
 - ``random-stack``: the pretrained item table with the stack ``peter_zero`` draws for SEED;
 - ``scaled-items``: everything pretrained, the item table multiplied by one factor so that its standard
-  deviation over the real items equals that of the fresh table.
+  deviation over the real items equals that of the fresh table;
+- with TASKS_DIR (``peterrec data movielens``'s output), ``svd-items`` and ``svd-items-random-stack``: the
+  item table replaced by the top right singular vectors of the users x items click matrix (rows L2-normalised,
+  as bag-of-items LR reads them; each vector times sqrt(singular value)), at the fresh table's standard
+  deviation, under the pretrained and under the random stack. No labels are used: it is the table a
+  user-level, taste-shaped pretraining would aim for, and a linear probe reads gender and age from it
+  almost as well as bag-of-items LR does (docs/results.md).
 
 Finetuning ``peterrec`` on each and comparing with ``peterrec`` (all pretrained) and ``peter_zero`` (all
 random) splits the gap between the two into the item table's share and the stack's. The random parts are drawn
@@ -24,6 +30,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -66,6 +73,20 @@ VARIANTS: dict[str, Callable[[Weights, Weights], Weights]] = {
 }
 
 
+def svd_item_table(tasks_dir: Path, items: list[str], like: torch.Tensor) -> torch.Tensor:
+    """``like`` with its real-item rows replaced by SVD item vectors at the fresh table's std (module doc)."""
+    from item_vector_probe import click_matrix  # the same click matrix the probe reads
+
+    clicks, _ = click_matrix(tasks_dir, items)
+    rows = clicks / np.sqrt(clicks.sum(1, keepdims=True))
+    _, singular, right = np.linalg.svd(rows, full_matrices=False)
+    dim = like.shape[1]
+    vectors = right[:dim].T * np.sqrt(singular[:dim])
+    table = like.clone()
+    table[SPECIAL_TOKENS:] = torch.from_numpy(vectors / vectors.std()).to(like.dtype)
+    return table
+
+
 def write_variant(source: Path, out: Path, weights: Weights, label: str) -> None:
     """A backbone run at ``out``: the source's config and vocabulary, ``weights``, a new manifest."""
     if out.exists():
@@ -81,12 +102,20 @@ def write_variant(source: Path, out: Path, weights: Weights, label: str) -> None
     load_backbone(out)  # checks the hashes and that the weights fit the config
 
 
-def main(backbone_dir: str, out_dir: str, seed: str = "0") -> None:
+def main(backbone_dir: str, out_dir: str, seed: str = "0", tasks_dir: str | None = None) -> None:
     source = Path(backbone_dir)
     pretrained = load_file(source / WEIGHTS)
     fresh = fresh_backbone_weights(source, int(seed))
-    for label, make in VARIANTS.items():
-        write_variant(source, Path(out_dir) / label, make(pretrained, fresh), label)
+    variants = {label: make(pretrained, fresh) for label, make in VARIANTS.items()}
+    if tasks_dir is not None:
+        items = json.loads((source / "vocab.json").read_text(encoding="utf-8"))["items"]
+        fresh_std = fresh[ITEM_TABLE][SPECIAL_TOKENS:].std()
+        table = svd_item_table(Path(tasks_dir), items, pretrained[ITEM_TABLE])
+        table[SPECIAL_TOKENS:] *= fresh_std
+        variants["svd-items"] = {**pretrained, ITEM_TABLE: table}
+        variants["svd-items-random-stack"] = {**random_stack(pretrained, fresh), ITEM_TABLE: table}
+    for label, weights in variants.items():
+        write_variant(source, Path(out_dir) / label, weights, label)
         print(f"wrote {Path(out_dir) / label}")
 
 
