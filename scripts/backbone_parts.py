@@ -30,7 +30,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -74,14 +73,10 @@ VARIANTS: dict[str, Callable[[Weights, Weights], Weights]] = {
 
 
 def svd_item_table(tasks_dir: Path, items: list[str], like: torch.Tensor) -> torch.Tensor:
-    """``like`` with its real-item rows replaced by SVD item vectors at the fresh table's std (module doc)."""
-    from item_vector_probe import click_matrix  # the same click matrix the probe reads
+    """``like`` with its real-item rows replaced by SVD item vectors at unit std (module doc)."""
+    from item_vector_probe import click_matrix, svd_item_vectors  # the probe's own click matrix and vectors
 
-    clicks, _ = click_matrix(tasks_dir, items)
-    rows = clicks / np.sqrt(clicks.sum(1, keepdims=True))
-    _, singular, right = np.linalg.svd(rows, full_matrices=False)
-    dim = like.shape[1]
-    vectors = right[:dim].T * np.sqrt(singular[:dim])
+    vectors = svd_item_vectors(click_matrix(tasks_dir, items)[0], like.shape[1])
     table = like.clone()
     table[SPECIAL_TOKENS:] = torch.from_numpy(vectors / vectors.std()).to(like.dtype)
     return table

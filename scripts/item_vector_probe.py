@@ -7,7 +7,8 @@ pretraining put label information into those vectors that a random table of the 
 user it averages the vectors of every clicked item, scales the mean by sqrt(clicks) (the length scale of the
 shipped configs), and fits an L2 logistic regression (C = 0.1, standardised features) with 5-fold stratified
 cross-validation over all users. Rows: the pretrained input table, the pretrained output (softmax) table,
-both, RANDOM_DRAWS Gaussian tables at the pretrained table's standard deviation, and for reference the
+both, the click matrix's own singular vectors (a table shaped by who clicks what, without labels),
+RANDOM_DRAWS Gaussian tables at the pretrained table's standard deviation, and for reference the
 bag-of-items LR of the tables. Gender is scored by AUC, age by macro-F1 (class-weighted LR). These folds are
 scikit-learn's, not ``task.folds``', so compare rows within this table only.
 """
@@ -44,6 +45,17 @@ def click_matrix(tasks_dir: Path, items: list[str]) -> tuple[np.ndarray, list[di
     return clicks, labels
 
 
+def svd_item_vectors(clicks: np.ndarray, dim: int) -> np.ndarray:
+    """(items, dim) vectors from the users x items click matrix alone (no labels).
+
+    Rows L2-normalised as bag-of-items LR reads them; the top ``dim`` right singular vectors, each times the
+    square root of its singular value.
+    """
+    rows = clicks / np.sqrt(clicks.sum(1, keepdims=True))
+    _, singular, right = np.linalg.svd(rows, full_matrices=False)
+    return right[:dim].T * np.sqrt(singular[:dim])
+
+
 def cross_validated_score(features: np.ndarray, y: np.ndarray, *, scale: bool = True) -> float:
     """5-fold out-of-fold predictions of an L2 logistic regression, scored by AUC (2 classes) or macro-F1."""
     binary = len(np.unique(y)) == 2
@@ -72,6 +84,12 @@ def probe(backbone_dir: Path, tasks_dir: Path, label_column: str) -> list[tuple[
         ("pretrained output table", cross_validated_score(scaled_sum @ output_table, y)),
         ("both tables", cross_validated_score(np.hstack([scaled_sum @ table, scaled_sum @ output_table]), y)),
     ]
+    rows.append(
+        (
+            "SVD of the click matrix (no labels)",
+            cross_validated_score(scaled_sum @ svd_item_vectors(clicks, table.shape[1]), y),
+        )
+    )
     draws = [
         cross_validated_score(scaled_sum @ np.random.default_rng(s).normal(0, table.std(), table.shape), y)
         for s in range(RANDOM_DRAWS)
