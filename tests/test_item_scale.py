@@ -1,5 +1,7 @@
 """``strategy.item_scale: init``: the frozen pretrained item table rescaled to the initialiser's spread."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -13,6 +15,7 @@ from peterrec.model.transfer import (
     STRATEGIES,
     TransferModel,
     apply_strategy,
+    item_rank_applies,
     item_scale_applies,
     rescale_item_table,
 )
@@ -106,3 +109,21 @@ def test_saved_config_says_keep_where_the_option_does_not_act():
         assert resolved.strategy.item_scale == ("init" if item_scale_applies(strategy) else "keep")
         unchanged = run_identity(resolved) == run_identity(resolve_overrides(base, strategy, 0, None))
         assert unchanged != item_scale_applies(strategy)
+
+
+def test_saved_config_says_item_rank_0_where_the_offset_does_not_act():
+    """Likewise for ``item_rank``, and a run saved with the rank that never acted on it still counts as the
+    same run (its saved config goes through the same clearing)."""
+    task = ["task.type=profile", "task.labels=x.csv"]
+    rank8 = load_config(FinetuneConfig, None, [*task, "strategy.item_rank=8"])
+    rank32 = load_config(FinetuneConfig, None, [*task, "strategy.item_rank=32"])
+    for strategy in STRATEGIES:
+        resolved = resolve_overrides(rank32, strategy, 0, None)
+        assert resolved.strategy.item_rank == (32 if item_rank_applies(strategy) else 0)
+        unchanged = run_identity(resolved) == run_identity(resolve_overrides(rank8, strategy, 0, None))
+        assert unchanged != item_rank_applies(strategy)
+        saved_before = dataclasses.replace(
+            resolved, strategy=dataclasses.replace(resolved.strategy, item_rank=8)
+        )
+        assert (run_identity(saved_before) == run_identity(resolved)) != item_rank_applies(strategy)
+    assert [s for s in STRATEGIES if item_rank_applies(s)] == ["peterrec", "peter_zero", "adapter"]

@@ -28,7 +28,7 @@ import numpy as np
 from peterrec import checkpoint as ckpt
 from peterrec.choices import CLASSIC_STRATEGIES, STRATEGIES
 from peterrec.commands.common import config_option, set_option
-from peterrec.commands.finetune import resolve_overrides, run_finetune
+from peterrec.commands.finetune import resolve_overrides, run_finetune, without_inert_options
 from peterrec.config import AdapterConfig, FinetuneConfig, dump_config, load_config
 from peterrec.errors import CheckpointError, ConfigError, PeterRecError
 from peterrec.evaluation.user_results import UserOutputs, paired_bootstrap_metric_ci, pool_folds
@@ -290,9 +290,12 @@ def interrupted_run(staging: Path) -> bool:
 
 
 def run_identity(resolved: FinetuneConfig) -> str:
-    """What makes two runs the same: the resolved config without ``strategy.lr``. A run's own lr is already in
-    ``train.lr``, so changing another strategy's entry in the per-strategy table does not make it stale."""
-    return dump_config(dataclasses.replace(resolved, strategy=dataclasses.replace(resolved.strategy, lr={})))
+    """What makes two runs the same: the resolved config without ``strategy.lr`` and without the options that
+    do not act on its strategy (:func:`without_inert_options`, applied to runs saved before it too). A run's
+    own lr is already in ``train.lr``, so changing another strategy's entry in the per-strategy table does not
+    make it stale."""
+    strategy = without_inert_options(dataclasses.replace(resolved.strategy, lr={}))
+    return dump_config(dataclasses.replace(resolved, strategy=strategy))
 
 
 def saved_config_is(run_dir: Path, expected: str) -> bool:

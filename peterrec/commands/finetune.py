@@ -22,9 +22,14 @@ from peterrec.checkpoint import (
 )
 from peterrec.choices import STRATEGIES
 from peterrec.commands.common import config_option, finish_run, set_option, training_facts
-from peterrec.config import FinetuneConfig, check_values, dump_config, load_config
+from peterrec.config import FinetuneConfig, StrategyConfig, check_values, dump_config, load_config
 from peterrec.manifest import BaseRef, FinetuneManifest
-from peterrec.model.transfer import apply_strategy, item_scale_applies, trainable_state_dict
+from peterrec.model.transfer import (
+    apply_strategy,
+    item_rank_applies,
+    item_scale_applies,
+    trainable_state_dict,
+)
 from peterrec.reporting import finetune_summary
 from peterrec.runs import PATCH_FILE, PER_USER_FILE, BaseRun, load_backbone, strategy_kwargs
 from peterrec.runtime import peak_memory_bytes, resolve_device, seed_everything
@@ -45,13 +50,22 @@ def per_user_json(per_user: dict, baseline_test: dict[str, dict]) -> dict:
     return out
 
 
+def without_inert_options(strategy: StrategyConfig) -> StrategyConfig:
+    """``strategy`` with the options that do not act on it at their defaults (``item_scale: keep``,
+    ``item_rank: 0``). A run saves only what acted on it, so changing such an option in a shared config (for
+    the strategies it does act on) leaves the other strategies' finished runs current."""
+    if not item_scale_applies(strategy.name):
+        strategy = dataclasses.replace(strategy, item_scale="keep")
+    if not item_rank_applies(strategy.name):
+        strategy = dataclasses.replace(strategy, item_rank=0)
+    return strategy
+
+
 def resolve_overrides(
     config: FinetuneConfig, strategy: str | None, seed: int | None, train_fraction: float | None
 ) -> FinetuneConfig:
     """Command-line choices win over the config file; the result is what gets saved."""
-    s = dataclasses.replace(config.strategy, name=strategy or config.strategy.name)
-    if not item_scale_applies(s.name):  # what the run saves says what acted on it
-        s = dataclasses.replace(s, item_scale="keep")
+    s = without_inert_options(dataclasses.replace(config.strategy, name=strategy or config.strategy.name))
     task = config.task
     if train_fraction is not None:
         task = dataclasses.replace(task, train_fraction=train_fraction)

@@ -326,6 +326,12 @@ def item_scale_applies(strategy: str) -> bool:
     return plan.pretrained and plan.adapted and not plan.train_backbone
 
 
+def item_rank_applies(strategy: str) -> bool:
+    """Whether ``item_rank`` acts on ``strategy``: one that trains the configured adapter (the item offset is
+    added beside it)."""
+    return STRATEGY_PLANS[strategy].adapted
+
+
 def rescale_item_table(backbone: NextItNet) -> float:
     """Multiply the ID item table by one factor, so that its real items get the initialiser's std.
 
@@ -371,6 +377,7 @@ __all__ = [
     "TransferModel",
     "apply_strategy",
     "frozen_state_dict",
+    "item_rank_applies",
     "item_scale_applies",
     "reinitialise_backbone",
     "rescale_item_table",
