@@ -4,10 +4,11 @@ Usage: python scripts/paired_runs.py METRIC RUNS_A STRATEGY_A RUNS_B STRATEGY_B 
 
 ``RUNS_A`` and ``RUNS_B`` are the ``runs/`` folders of two ``compare --out`` directories, for instance one per
 backbone: ``compare`` keys its runs by config and backbone, so the same strategy on two backbones never
-shares a table. Every seed of ``STRATEGY`` found there (``{strategy}-f1-s{seed}-k{fold}``) is pooled over
-its folds, both sides must cover the same users, and the difference A − B of the seed means of ``METRIC``
-(``auc``, ``macro_f1``, ``accuracy``, ``log_loss``) gets the paired bootstrap CI over users that ``compare``
-reports.
+shares a table. Every seed of ``STRATEGY`` found there (``{strategy}-f{fraction}-s{seed}-k{fold}``) is pooled
+over its folds (``STRATEGY`` is ``name`` for train fraction 1, or ``name@FRACTION`` as the run names spell it,
+e.g. ``peterrec@0.1``), both sides must cover the same users, and the difference A − B of the seed means of
+``METRIC`` (``auc``, ``macro_f1``, ``accuracy``, ``log_loss``) gets the paired bootstrap CI over users that
+``compare`` reports.
 ``SEEDS`` (e.g. ``0`` or ``0,1``) keeps only those seeds on both sides. Prints each side's seed-mean of the
 metric on test and of the validation log losses, then the difference.
 """
@@ -23,16 +24,19 @@ import numpy as np
 
 from peterrec.evaluation.user_results import UserOutputs, paired_bootstrap_metric_ci, pool_folds
 
-RUN_NAME = re.compile(r"(?P<strategy>.+)-f1-s(?P<seed>\d+)-k(?P<fold>\d+)$")
+RUN_NAME = re.compile(r"(?P<strategy>.+)-f(?P<fraction>[^-]+)-s(?P<seed>\d+)-k(?P<fold>\d+)$")
 VALID_SCORES = ("valid/log_loss", "valid/balanced_log_loss")
 
 
 def runs_by_seed(runs: Path, strategy: str, keep: set[int] | None) -> dict[int, list[Path]]:
     """The finished fold runs of ``strategy`` under ``runs``, grouped by seed (only ``keep``'s, if given)."""
+    name, _, fraction = strategy.partition("@")
     seeds: dict[int, list[Path]] = {}
     for run in sorted(runs.iterdir()):
         match = RUN_NAME.match(run.name)
-        if not match or match["strategy"] != strategy or not (run / "test_per_user.json").exists():
+        if not match or (match["strategy"], match["fraction"]) != (name, fraction or "1"):
+            continue
+        if not (run / "test_per_user.json").exists():
             continue
         seed = int(match["seed"])
         if keep is None or seed in keep:
