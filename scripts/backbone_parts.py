@@ -72,13 +72,14 @@ VARIANTS: dict[str, Callable[[Weights, Weights], Weights]] = {
 }
 
 
-def svd_item_table(tasks_dir: Path, items: list[str], like: torch.Tensor) -> torch.Tensor:
-    """``like`` with its real-item rows replaced by SVD item vectors at unit std (module doc)."""
+def svd_item_table(tasks_dir: Path, items: list[str], like: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``like`` with its real-item rows replaced by SVD item vectors with standard deviation ``std`` (module
+    doc)."""
     from item_vector_probe import click_matrix, svd_item_vectors  # the probe's own click matrix and vectors
 
     vectors = svd_item_vectors(click_matrix(tasks_dir, items)[0], like.shape[1])
     table = like.clone()
-    table[SPECIAL_TOKENS:] = torch.from_numpy(vectors / vectors.std()).to(like.dtype)
+    table[SPECIAL_TOKENS:] = torch.from_numpy(vectors / vectors.std()).to(like.dtype) * std
     return table
 
 
@@ -105,8 +106,7 @@ def main(backbone_dir: str, out_dir: str, seed: str = "0", tasks_dir: str | None
     if tasks_dir is not None:
         items = json.loads((source / "vocab.json").read_text(encoding="utf-8"))["items"]
         fresh_std = fresh[ITEM_TABLE][SPECIAL_TOKENS:].std()
-        table = svd_item_table(Path(tasks_dir), items, pretrained[ITEM_TABLE])
-        table[SPECIAL_TOKENS:] *= fresh_std
+        table = svd_item_table(Path(tasks_dir), items, pretrained[ITEM_TABLE], fresh_std)
         variants["svd-items"] = {**pretrained, ITEM_TABLE: table}
         variants["svd-items-random-stack"] = {**random_stack(pretrained, fresh), ITEM_TABLE: table}
     for label, weights in variants.items():

@@ -78,18 +78,14 @@ def probe(backbone_dir: Path, tasks_dir: Path, label_column: str) -> list[tuple[
     clicks, labels = click_matrix(tasks_dir, items)
     _, y = np.unique([r[label_column] for r in labels], return_inverse=True)
     scaled_sum = clicks / np.sqrt(clicks.sum(1, keepdims=True))  # mean x sqrt(n), as the length scale
+    svd_vectors = svd_item_vectors(clicks, table.shape[1])
     rows = [
         ("bag of items (L2-normalised, LR C=1)", cross_validated_score(scaled_sum, y, scale=False)),
         ("pretrained input table", cross_validated_score(scaled_sum @ table, y)),
         ("pretrained output table", cross_validated_score(scaled_sum @ output_table, y)),
         ("both tables", cross_validated_score(np.hstack([scaled_sum @ table, scaled_sum @ output_table]), y)),
+        ("SVD of the click matrix (no labels)", cross_validated_score(scaled_sum @ svd_vectors, y)),
     ]
-    rows.append(
-        (
-            "SVD of the click matrix (no labels)",
-            cross_validated_score(scaled_sum @ svd_item_vectors(clicks, table.shape[1]), y),
-        )
-    )
     draws = [
         cross_validated_score(scaled_sum @ np.random.default_rng(s).normal(0, table.std(), table.shape), y)
         for s in range(RANDOM_DRAWS)
